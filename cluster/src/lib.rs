@@ -1,0 +1,18 @@
+//! raftgate-cluster: everything Raft.
+//!
+//! # Layout
+//! - [`spec`]: the replicated resources (services, routes) and their stateless validation.
+//! - [`types`]: openraft's type configuration, [`types::Command`] and [`types::Response`].
+//! - [`state`]: [`state::ClusterState`] and its pure `apply`.
+//! - [`log_store`]: the durable Raft log on redb.
+//! - [`state_machine`]: applies entries, writes snapshots, publishes the state.
+//! - [`rpc`], [`network`]: the authenticated node-to-node protocol, server and client.
+//! - [`node`]: starts a node and offers the write/read API the admin layer uses.
+#![forbid(unsafe_code)]
+
+pub mod spec;
+pub mod state;
+pub mod types;
+
+pub use state::ClusterState;
+pub use types::{Command, NodeId, Precondition, Raft, Response, TypeConfig};

@@ -1,0 +1,535 @@
+//! The replicated configuration resources (services, routes) and their stateless validation.
+//!
+//! These types travel in three encodings: JSON on the admin API, postcard in the Raft log and in
+//! snapshots. postcard is not self-describing, so no field here may be skipped conditionally
+//! (`skip_serializing_if`); optional values are `Option` and always written.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An upstream pool: `PUT /services/{name}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Taken from the URL path; a body may repeat it but not contradict it.
+    #[serde(default)]
+    pub name: String,
+    /// Read-only: the log index of this resource's last change. Ignored on input.
+    #[serde(default)]
+    pub version: u64,
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub balancer: Balancer,
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub passive: Option<Passive>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Retries on connect failure, idempotent methods only.
+    #[serde(default)]
+    pub retries: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub url: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balancer {
+    #[default]
+    RoundRobin,
+    Weighted,
+    LeastConn,
+    P2cEwma,
+    ConsistentHash,
+}
+
+impl Balancer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balancer::RoundRobin => "round_robin",
+            Balancer::Weighted => "weighted",
+            Balancer::LeastConn => "least_conn",
+            Balancer::P2cEwma => "p2c_ewma",
+            Balancer::ConsistentHash => "consistent_hash",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Passive {
+    pub max_failures: u32,
+    pub eject_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    #[serde(default = "default_request_ms")]
+    pub request_ms: u64,
+}
+
+fn default_connect_ms() -> u64 {
+    1_000
+}
+
+fn default_request_ms() -> u64 {
+    30_000
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: default_connect_ms(),
+            request_ms: default_request_ms(),
+        }
+    }
+}
+
+/// A routing rule: `PUT /routes/{name}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub version: u64,
+    pub service: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub strip_path: bool,
+    /// Overrides the service's timeouts for this route.
+    #[serde(default)]
+    pub timeouts: Option<Timeouts>,
+    #[serde(default)]
+    pub auth: AuthMode,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    #[serde(default)]
+    pub cache: Option<CacheSpec>,
+    #[serde(default)]
+    pub websocket: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    #[default]
+    None,
+    ApiKey,
+    Jwt,
+    Any,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per: String,
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub requests: u64,
+    pub per: String,
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    pub ttl_s: u64,
+    #[serde(default)]
+    pub vary: Vec<String>,
+}
+
+/// A configuration value that is well-formed JSON but not a valid configuration (422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// Dotted path of the offending field, e.g. `targets.0.url`.
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Resource names appear in URLs, metric labels and log lines: keep them plain.
+pub fn validate_name(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            format!("{name:?} is not a valid name: use 1-128 characters of [A-Za-z0-9._-]"),
+        ))
+    }
+}
+
+/// The parts of an upstream URL the proxy needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetUrl {
+    pub scheme: &'static str,
+    /// `host:port`, the port always explicit.
+    pub authority: String,
+    /// Path prefix prepended to forwarded paths; empty or starting with `/`, never ending in `/`.
+    pub base_path: String,
+}
+
+pub fn parse_target_url(url: &str) -> Result<TargetUrl, String> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        ("http", rest)
+    } else if url.starts_with("https://") {
+        return Err("https:// targets are not supported yet; use http://".into());
+    } else {
+        return Err(format!("{url:?} is not an http:// URL"));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{url:?} has no valid host"));
+    }
+    if path.contains('?') || path.contains('#') {
+        return Err(format!("{url:?} may not carry a query or fragment"));
+    }
+    let has_port = match authority.rfind(':') {
+        Some(i) => !authority[i..].contains(']'),
+        None => false,
+    };
+    let authority = if has_port {
+        let port = &authority[authority.rfind(':').unwrap_or(0) + 1..];
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => authority.to_string(),
+            _ => return Err(format!("{url:?} has an invalid port")),
+        }
+    } else {
+        format!("{authority}:80")
+    };
+    if authority.parse::<http_authority::Check>().is_err() {
+        return Err(format!("{url:?} has an invalid host"));
+    }
+    Ok(TargetUrl {
+        scheme,
+        authority,
+        base_path: path.trim_end_matches('/').to_string(),
+    })
+}
+
+/// A tiny host syntax check (the proxy's HTTP client does the real parsing).
+mod http_authority {
+    pub struct Check;
+    impl std::str::FromStr for Check {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let host = s.rsplit_once(':').map(|(h, _)| h).unwrap_or(s);
+            let ok = if let Some(v6) = host.strip_prefix('[') {
+                v6.strip_suffix(']')
+                    .map(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+                    .unwrap_or(false)
+            } else {
+                !host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            };
+            if ok {
+                Ok(Check)
+            } else {
+                Err(())
+            }
+        }
+    }
+}
+
+/// Which features a release can serve. A field whose feature is not built yet is refused (422)
+/// rather than stored and silently ignored.
+fn unsupported(field: &str, what: &str) -> Invalid {
+    invalid(
+        field,
+        format!("{what} is not supported by this raftgate version yet"),
+    )
+}
+
+impl Service {
+    /// Stateless validation: everything that can be checked without the rest of the config.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        validate_name(&self.name)?;
+        if self.targets.is_empty() {
+            return Err(invalid("targets", "a service needs at least one target"));
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            parse_target_url(&t.url).map_err(|m| invalid(format!("targets.{i}.url"), m))?;
+            if t.weight == 0 && self.balancer == Balancer::Weighted {
+                return Err(invalid(
+                    format!("targets.{i}.weight"),
+                    "weight must be at least 1",
+                ));
+            }
+        }
+        match self.balancer {
+            Balancer::RoundRobin | Balancer::Weighted => {}
+            other => {
+                return Err(unsupported(
+                    "balancer",
+                    &format!("balancer {:?}", other.as_str()),
+                ))
+            }
+        }
+        if self.hash_on.is_some() {
+            return Err(invalid("hash_on", "hash_on applies to consistent_hash only"));
+        }
+        if self.health_check.is_some() {
+            return Err(unsupported("health_check", "active health checking"));
+        }
+        if self.passive.is_some() {
+            return Err(unsupported("passive", "passive outlier ejection"));
+        }
+        validate_timeouts("timeouts", &self.timeouts)?;
+        if self.retries > 10 {
+            return Err(invalid("retries", "at most 10 retries"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_timeouts(field: &str, t: &Timeouts) -> Result<(), Invalid> {
+    if t.connect_ms == 0 || t.connect_ms > 600_000 {
+        return Err(invalid(
+            format!("{field}.connect_ms"),
+            "must be between 1 and 600000",
+        ));
+    }
+    if t.request_ms == 0 || t.request_ms > 3_600_000 {
+        return Err(invalid(
+            format!("{field}.request_ms"),
+            "must be between 1 and 3600000",
+        ));
+    }
+    Ok(())
+}
+
+/// One entry of a route's `paths`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathPattern<'a> {
+    Prefix(&'a str),
+    Exact(&'a str),
+    Regex(&'a str),
+}
+
+pub fn parse_path_pattern(p: &str) -> PathPattern<'_> {
+    if let Some(exact) = p.strip_prefix('=') {
+        PathPattern::Exact(exact)
+    } else if let Some(re) = p.strip_prefix('~') {
+        PathPattern::Regex(re)
+    } else {
+        PathPattern::Prefix(p)
+    }
+}
+
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+impl Route {
+    /// Stateless validation; whether `service` exists is checked against the state.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        validate_name(&self.name)?;
+        validate_name(&self.service).map_err(|e| invalid("service", e.message))?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            let ok = !bare.is_empty()
+                && bare.len() <= 253
+                && bare
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                && !bare.contains('*');
+            if !ok {
+                return Err(invalid(
+                    format!("hosts.{i}"),
+                    format!("{h:?} is not a lowercase host name or a leading `*.` wildcard"),
+                ));
+            }
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            let field = format!("paths.{i}");
+            match parse_path_pattern(p) {
+                PathPattern::Prefix(s) | PathPattern::Exact(s) => {
+                    if !s.starts_with('/') {
+                        return Err(invalid(field, format!("{p:?} must start with `/` (or `=/`, `~`)")));
+                    }
+                    if s.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#') {
+                        return Err(invalid(field, format!("{p:?} contains a character not allowed in a path")));
+                    }
+                }
+                PathPattern::Regex(re) => {
+                    if let Err(e) = regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
+                        return Err(invalid(field, format!("invalid regex {re:?}: {e}")));
+                    }
+                }
+            }
+        }
+        for (i, m) in self.methods.iter().enumerate() {
+            if !METHODS.contains(&m.as_str()) {
+                return Err(invalid(
+                    format!("methods.{i}"),
+                    format!("{m:?} is not an HTTP method (use upper case, e.g. \"GET\")"),
+                ));
+            }
+        }
+        for name in self.headers.keys() {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(invalid(
+                    format!("headers.{name}"),
+                    "header names must be lowercase tokens",
+                ));
+            }
+        }
+        if let Some(t) = &self.timeouts {
+            validate_timeouts("timeouts", t)?;
+        }
+        if self.auth != AuthMode::None {
+            return Err(unsupported("auth", "consumer authentication"));
+        }
+        if !self.allow_groups.is_empty() {
+            return Err(unsupported("allow_groups", "consumer ACLs"));
+        }
+        if self.rate_limit.is_some() {
+            return Err(unsupported("rate_limit", "rate limiting"));
+        }
+        if self.quota.is_some() {
+            return Err(unsupported("quota", "quotas"));
+        }
+        if self.cache.is_some() {
+            return Err(unsupported("cache", "response caching"));
+        }
+        if self.websocket {
+            return Err(unsupported("websocket", "websocket proxying"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(paths: &[&str]) -> Route {
+        Route {
+            name: "r".into(),
+            version: 0,
+            service: "s".into(),
+            hosts: vec![],
+            paths: paths.iter().map(|s| s.to_string()).collect(),
+            methods: vec![],
+            headers: BTreeMap::new(),
+            priority: 0,
+            strip_path: false,
+            timeouts: None,
+            auth: AuthMode::None,
+            allow_groups: vec![],
+            rate_limit: None,
+            quota: None,
+            cache: None,
+            websocket: false,
+        }
+    }
+
+    #[test]
+    fn target_urls_parse_with_explicit_ports() {
+        let t = parse_target_url("http://127.0.0.1:9000").unwrap();
+        assert_eq!(t.authority, "127.0.0.1:9000");
+        assert_eq!(t.base_path, "");
+        let t = parse_target_url("http://example.com/api/").unwrap();
+        assert_eq!(t.authority, "example.com:80");
+        assert_eq!(t.base_path, "/api");
+        let t = parse_target_url("http://[::1]:81/x").unwrap();
+        assert_eq!(t.authority, "[::1]:81");
+        assert!(parse_target_url("ftp://x").is_err());
+        assert!(parse_target_url("http://").is_err());
+        assert!(parse_target_url("http://a:99999").is_err());
+        assert!(parse_target_url("http://u@a:1").is_err());
+        assert!(parse_target_url("http://a b").is_err());
+    }
+
+    #[test]
+    fn route_paths_are_checked() {
+        assert!(route(&["/a", "=/b", "~^/c/[0-9]+$"]).validate().is_ok());
+        let e = route(&["~^/c/[0-9+$"]).validate().unwrap_err();
+        assert_eq!(e.field, "paths.0");
+        assert!(e.message.contains("invalid regex"));
+        assert_eq!(route(&["/a", "nope"]).validate().unwrap_err().field, "paths.1");
+    }
+
+    #[test]
+    fn unbuilt_features_are_refused_not_ignored() {
+        let mut r = route(&["/"]);
+        r.websocket = true;
+        assert_eq!(r.validate().unwrap_err().field, "websocket");
+    }
+
+    #[test]
+    fn names_are_plain() {
+        assert!(validate_name("users-v2.1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+    }
+}

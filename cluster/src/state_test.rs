@@ -1,0 +1,133 @@
+use super::*;
+use crate::spec::{AuthMode, Balancer, Target, Timeouts};
+
+fn service(name: &str) -> Service {
+    Service {
+        name: name.into(),
+        version: 0,
+        targets: vec![Target { url: "http://127.0.0.1:9000".into(), weight: 1 }],
+        balancer: Balancer::RoundRobin,
+        hash_on: None,
+        health_check: None,
+        passive: None,
+        timeouts: Timeouts::default(),
+        retries: 0,
+    }
+}
+
+fn route(name: &str, service: &str) -> Route {
+    Route {
+        name: name.into(),
+        version: 0,
+        service: service.into(),
+        hosts: vec![],
+        paths: vec!["/x".into()],
+        methods: vec![],
+        headers: Default::default(),
+        priority: 0,
+        strip_path: false,
+        timeouts: None,
+        auth: AuthMode::None,
+        allow_groups: vec![],
+        rate_limit: None,
+        quota: None,
+        cache: None,
+        websocket: false,
+    }
+}
+
+fn put_service(s: Service) -> Command {
+    Command::PutService { service: s, precondition: Precondition::None }
+}
+
+fn put_route(r: Route) -> Command {
+    Command::PutRoute { route: r, precondition: Precondition::None }
+}
+
+#[test]
+fn create_update_unchanged_move_revision_and_versions() {
+    let mut st = ClusterState::default();
+    assert_eq!(st.apply(1, &put_service(service("a"))), Ok(Applied::Created));
+    assert_eq!((st.revision, st.services["a"].version), (1, 1));
+
+    // The same content again: nothing moves, even though the entry was applied.
+    assert_eq!(st.apply(2, &put_service(service("a"))), Ok(Applied::Unchanged));
+    assert_eq!((st.revision, st.applied, st.services["a"].version), (1, 2, 1));
+
+    let mut changed = service("a");
+    changed.retries = 2;
+    assert_eq!(st.apply(3, &put_service(changed)), Ok(Applied::Updated));
+    assert_eq!((st.revision, st.services["a"].version, st.services["a"].retries), (3, 3, 2));
+}
+
+#[test]
+fn routes_need_their_service_and_pin_it() {
+    let mut st = ClusterState::default();
+    let err = st.apply(1, &put_route(route("r", "missing"))).unwrap_err();
+    assert!(matches!(err, StateError::UnknownService { .. }));
+    assert!(st.routes.is_empty());
+    assert_eq!(st.revision, 0);
+
+    st.apply(2, &put_service(service("s"))).unwrap();
+    st.apply(3, &put_route(route("r", "s"))).unwrap();
+    let del = Command::DeleteService { name: "s".into(), precondition: Precondition::None };
+    assert_eq!(
+        st.apply(4, &del),
+        Err(StateError::ServiceInUse { service: "s".into(), routes: vec!["r".into()] })
+    );
+    assert!(st.services.contains_key("s"));
+
+    let del_route = Command::DeleteRoute { name: "r".into(), precondition: Precondition::None };
+    assert_eq!(st.apply(5, &del_route), Ok(Applied::Deleted));
+    assert_eq!(st.apply(6, &del), Ok(Applied::Deleted));
+    assert_eq!(st.revision, 6);
+    assert_eq!(st.apply(7, &del), Err(StateError::NotFound { kind: Kind::Service, name: "s".into() }));
+}
+
+#[test]
+fn preconditions_are_enforced_at_apply() {
+    let mut st = ClusterState::default();
+    st.apply(1, &put_service(service("s"))).unwrap();
+    let stale = Command::PutService { service: { let mut s = service("s"); s.retries = 1; s }, precondition: Precondition::IfMatch(7) };
+    assert!(matches!(st.apply(2, &stale), Err(StateError::VersionMismatch { expected: 7, actual: Some(1), .. })));
+    let fresh = Command::PutService { service: { let mut s = service("s"); s.retries = 1; s }, precondition: Precondition::IfMatch(1) };
+    assert_eq!(st.apply(3, &fresh), Ok(Applied::Updated));
+    let create_only = Command::PutService { service: service("s"), precondition: Precondition::IfAbsent };
+    assert!(matches!(st.apply(4, &create_only), Err(StateError::AlreadyExists { .. })));
+}
+
+#[test]
+fn dry_run_predicts_apply_and_changes_nothing() {
+    let mut st = ClusterState::default();
+    st.apply(1, &put_service(service("s"))).unwrap();
+    let before = st.clone();
+    assert_eq!(st.dry_run(&put_route(route("r", "s"))), Ok(Applied::Created));
+    assert_eq!(st.dry_run(&put_service(service("s"))), Ok(Applied::Unchanged));
+    assert!(st.dry_run(&put_route(route("r", "nope"))).is_err());
+    assert_eq!(st, before);
+}
+
+#[test]
+fn same_entries_give_same_digest() {
+    let cmds = [put_service(service("s")), put_route(route("r", "s")), put_route(route("q", "s"))];
+    let mut a = ClusterState::default();
+    let mut b = ClusterState::default();
+    for (i, c) in cmds.iter().enumerate() {
+        let _ = a.apply(i as u64 + 1, c);
+        let _ = b.apply(i as u64 + 1, c);
+    }
+    assert_eq!(a.digest(), b.digest());
+    let _ = b.apply(9, &Command::DeleteRoute { name: "q".into(), precondition: Precondition::None });
+    assert_ne!(a.digest(), b.digest());
+}
+
+#[test]
+fn commands_round_trip_through_postcard() {
+    let mut r = route("r", "s");
+    r.headers.insert("x-v".into(), "2".into());
+    r.timeouts = Some(Timeouts { connect_ms: 5, request_ms: 6 });
+    for cmd in [put_route(r), put_service(service("s")), Command::DeleteRoute { name: "r".into(), precondition: Precondition::IfMatch(3) }] {
+        let bytes = postcard::to_stdvec(&cmd).unwrap();
+        assert_eq!(postcard::from_bytes::<Command>(&bytes).unwrap(), cmd);
+    }
+}
