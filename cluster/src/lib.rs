@@ -16,3 +16,5 @@ pub mod types;
 
 pub use state::ClusterState;
 pub use types::{Command, NodeId, Precondition, Raft, Response, TypeConfig};
+pub mod log_store;
+pub mod state_machine;
