@@ -18,3 +18,9 @@ pub use state::ClusterState;
 pub use types::{Command, NodeId, Precondition, Raft, Response, TypeConfig};
 pub mod log_store;
 pub mod state_machine;
+pub mod network;
+pub mod node;
+pub mod rpc;
+
+pub use node::{ClusterNode, ClusterStatus, NodeConfig};
+pub use rpc::{WriteError, WriteOk};

@@ -1,0 +1,370 @@
+//! A running cluster member: starts Raft on the redb store, serves peers, bootstraps, and offers
+//! the write / linearizable-read API the admin layer uses.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::log_store::LogStore;
+use crate::network::{CallError, Network};
+use crate::rpc::{self, RpcRequest, RpcResponse, WriteError, WriteOk};
+use crate::state::ClusterState;
+use crate::state_machine::StateMachine;
+use crate::types::{Command, NodeId, Raft};
+
+/// How long a write or a linearizable read may take before it answers 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    /// Initial members `(id, cluster address)`; ignored once the data dir holds state.
+    pub members: Vec<(NodeId, String)>,
+    /// A new node for an existing cluster: never bootstraps, waits to be added.
+    pub join: bool,
+    pub secret: Vec<u8>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_every: u64,
+    pub logs_to_keep: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the Raft store in {dir}: {message}")]
+    Storage { dir: PathBuf, message: String },
+    #[error("invalid Raft settings: {0}")]
+    Config(String),
+    #[error("Raft failed to start: {0}")]
+    Raft(String),
+}
+
+#[derive(Clone)]
+pub struct ClusterNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft,
+    network: Network,
+    state: watch::Receiver<Arc<ClusterState>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// `GET /cluster`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub revision: u64,
+    pub applied_index: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+    pub reachable: bool,
+}
+
+impl ClusterNode {
+    pub async fn start(cfg: NodeConfig, listener: TcpListener) -> Result<ClusterNode, StartError> {
+        let raft_config = openraft::Config {
+            cluster_name: "raftgate".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_timeout_ms,
+            election_timeout_max: cfg.election_timeout_ms * 2,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: cfg.logs_to_keep,
+            purge_batch_size: 256,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Config(e.to_string()))?);
+        let (log, sm, state) = open_stores(&cfg.data_dir).await?;
+        let network = Network::new(cfg.node_id, cfg.secret.clone());
+        let raft = Raft::new(cfg.node_id, raft_config, network.clone(), log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let node = ClusterNode {
+            inner: Arc::new(Inner { id: cfg.node_id, raft, network, state, shutdown }),
+        };
+        tokio::spawn(rpc::serve(listener, cfg.secret.clone(), node.clone(), shutdown_rx));
+
+        let initialized = node.raft().is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        let lowest = cfg.members.iter().map(|m| m.0).min();
+        if !initialized && !cfg.join && lowest == Some(cfg.node_id) {
+            let members: BTreeMap<NodeId, BasicNode> =
+                cfg.members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+            match node.raft().initialize(members).await {
+                Ok(()) => tracing::info!(node = cfg.node_id, "initialised a new cluster"),
+                // Another path (a vote, an append) got here first: the cluster exists already.
+                Err(e) => tracing::info!(error = %e, "cluster already initialised"),
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The last applied state, as published by the state machine.
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.inner.state.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.inner.state.clone()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    fn addr_of(&self, id: NodeId) -> Option<String> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// Commits `cmd` through the leader (forwarding when this node follows) and returns once this
+    /// node has applied it: the caller's next read here sees the write.
+    pub async fn write(&self, cmd: Command) -> Result<WriteOk, WriteError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let ok = loop {
+            let attempt = match self.leader() {
+                Some(l) if l == self.id() => self.write_as_leader(cmd.clone(), deadline).await,
+                Some(l) => self.forward(l, RpcRequest::Write(cmd.clone()), deadline).await.and_then(|r| match r {
+                    RpcResponse::Write(r) => r,
+                    _ => Err(WriteError::Unavailable("the leader answered a write with the wrong message".into())),
+                }),
+                None => Err(WriteError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => self.await_leader_change().await,
+                Err(WriteError::NotLeader { .. }) => return Err(no_leader()),
+                other => break other?,
+            }
+        };
+        self.wait_applied(ok.index, deadline).await?;
+        Ok(ok)
+    }
+
+    /// A linearizable read barrier: on return this node has applied everything committed before
+    /// the call began.
+    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let index = loop {
+            let attempt = match self.leader() {
+                Some(l) if l == self.id() => self.read_index_as_leader(deadline).await,
+                Some(l) => self.forward(l, RpcRequest::ReadIndex, deadline).await.and_then(|r| match r {
+                    RpcResponse::ReadIndex(r) => r,
+                    _ => Err(WriteError::Unavailable("the leader answered a read with the wrong message".into())),
+                }),
+                None => Err(WriteError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => self.await_leader_change().await,
+                Err(WriteError::NotLeader { .. }) => return Err(no_leader()),
+                other => break other?,
+            }
+        };
+        self.wait_applied(index, deadline).await
+    }
+
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), WriteError> {
+        let mut rx = self.inner.state.clone();
+        let waited = tokio::time::timeout_at(deadline.into(), rx.wait_for(|s| s.applied >= index))
+            .await
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Unavailable("this node is shutting down".into())),
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "this node has not applied log index {index} yet; it is catching up with the leader"
+            ))),
+        }
+    }
+
+    async fn await_leader_change(&self) {
+        let mut m = self.inner.raft.metrics();
+        let _ = tokio::time::timeout(Duration::from_millis(100), m.changed()).await;
+    }
+
+    /// Sends a leader-only request. A request that never left (the leader is unreachable) counts
+    /// as "no leader" so the caller waits for an election and tries again; one that may have
+    /// arrived is not repeated.
+    async fn forward(&self, leader: NodeId, req: RpcRequest, deadline: Instant) -> Result<RpcResponse, WriteError> {
+        let addr = self.addr_of(leader).ok_or(WriteError::NotLeader { leader: None })?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match self.inner.network.peer(&addr).call(&req, timeout).await {
+            Ok(r) => Ok(r),
+            Err(CallError::Connect { .. }) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(WriteError::NotLeader { leader: None })
+            }
+            Err(e) => Err(WriteError::Unavailable(format!(
+                "forwarding to the leader failed: {e}; the write may or may not have been applied"
+            ))),
+        }
+    }
+
+    async fn write_as_leader(&self, cmd: Command, deadline: Instant) -> Result<WriteOk, WriteError> {
+        // Validate against a state that holds every write acknowledged so far: once an entry of
+        // the current term is applied, everything committed before it is too.
+        let mut metrics = self.inner.raft.metrics();
+        let caught_up = metrics.wait_for(|m| {
+            m.current_leader == Some(m.id) && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+        });
+        let waited = tokio::time::timeout_at(deadline.into(), caught_up).await.map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(WriteError::Unavailable("this node is shutting down".into())),
+            Err(_) => return Err(no_leader()),
+        }
+        if self.leader() != Some(self.id()) {
+            return Err(WriteError::NotLeader { leader: self.leader() });
+        }
+        let state = self.state();
+        if crate::state::Applied::Unchanged == state.dry_run(&cmd)? {
+            return Ok(WriteOk { index: state.applied, revision: state.revision, applied: crate::state::Applied::Unchanged });
+        }
+        let write = self.inner.raft.client_write(cmd);
+        let resp = match tokio::time::timeout_at(deadline.into(), write).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(WriteError::Unavailable(
+                    "no quorum: the write was not committed in time; it may still be".into(),
+                ))
+            }
+        };
+        match resp {
+            Ok(r) => {
+                let applied = r.data.outcome?;
+                Ok(WriteOk { index: r.log_id.index, revision: r.data.revision, applied })
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader { leader: f.leader_id })
+            }
+            Err(e) => Err(WriteError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn read_index_as_leader(&self, deadline: Instant) -> Result<u64, WriteError> {
+        match tokio::time::timeout_at(deadline.into(), self.inner.raft.ensure_linearizable()).await {
+            Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(RaftError::APIError(e))) => Err(WriteError::NotLeader {
+                leader: match e {
+                    openraft::error::CheckIsLeaderError::ForwardToLeader(f) => f.leader_id,
+                    _ => None,
+                },
+            }),
+            Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
+            Err(_) => Err(no_leader()),
+        }
+    }
+
+    /// `GET /cluster`: membership from the applied config, reachability by probing each peer.
+    pub async fn status(&self) -> ClusterStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let probes = membership.nodes().map(|(id, node)| {
+            let (id, addr) = (*id, node.addr.clone());
+            let voter = membership.voter_ids().any(|v| v == id);
+            let peer = self.inner.network.peer(&addr);
+            let me = self.id();
+            async move {
+                let reachable =
+                    id == me || matches!(peer.call(&RpcRequest::Ping, PING_TIMEOUT).await, Ok(RpcResponse::Pong));
+                MemberStatus { id, addr, voter, reachable }
+            }
+        });
+        let members = futures_util::future::join_all(probes).await;
+        let state = self.state();
+        ClusterStatus {
+            node_id: self.id(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            revision: state.revision,
+            applied_index: state.applied,
+            members,
+        }
+    }
+
+    /// Stops serving peers and stops Raft; the store is closed once its tasks have ended.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shut down with an error");
+        }
+    }
+}
+
+fn no_leader() -> WriteError {
+    WriteError::Unavailable("no leader is reachable (no quorum); try again shortly".into())
+}
+
+/// Opens the log store and the state machine. A restarted node may find its previous incarnation
+/// still closing the redb file (its writer thread ends just after Raft): wait for it briefly.
+async fn open_stores(
+    dir: &std::path::Path,
+) -> Result<(LogStore, StateMachine, watch::Receiver<Arc<ClusterState>>), StartError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        match LogStore::open(&dir.join("raft")) {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("already open") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(StartError::Storage { dir: dir.to_path_buf(), message: e.to_string() }),
+        }
+    };
+    let (sm, state) = StateMachine::open(&dir.join("snapshots"))
+        .map_err(|e| StartError::Storage { dir: dir.to_path_buf(), message: e.to_string() })?;
+    Ok((log, sm, state))
+}
+
+impl rpc::Handler for ClusterNode {
+    async fn handle(&self, req: RpcRequest) -> RpcResponse {
+        let raft = self.raft();
+        match req {
+            RpcRequest::Append(r) => RpcResponse::Append(raft.append_entries(r).await),
+            RpcRequest::Vote(r) => RpcResponse::Vote(raft.vote(r).await),
+            RpcRequest::InstallSnapshot(r) => RpcResponse::InstallSnapshot(raft.install_snapshot(r).await),
+            RpcRequest::Write(cmd) => {
+                let deadline = Instant::now() + REQUEST_TIMEOUT;
+                RpcResponse::Write(match self.leader() {
+                    Some(l) if l == self.id() => self.write_as_leader(cmd, deadline).await,
+                    other => Err(WriteError::NotLeader { leader: other }),
+                })
+            }
+            RpcRequest::ReadIndex => {
+                let deadline = Instant::now() + REQUEST_TIMEOUT;
+                RpcResponse::ReadIndex(match self.leader() {
+                    Some(l) if l == self.id() => self.read_index_as_leader(deadline).await,
+                    other => Err(WriteError::NotLeader { leader: other }),
+                })
+            }
+            RpcRequest::Ping => RpcResponse::Pong,
+        }
+    }
+}
