@@ -1,1 +1,159 @@
+//! raftgate: a clustered HTTP API gateway. Nodes replicate their configuration through Raft
+//! (crate `raftgate-cluster`) and serve every request the same way, with no external datastore.
+//!
+//! # Layout
+//! - [`config`]: the node config file, raw → validated → [`config::Config`].
+//! - [`routing`]: path normalisation, the compiled route table, target pickers.
+//! - [`actors`]: the actors that own the node's state and publish snapshots (the router).
+//! - [`proxy`]: the client-facing request pipeline, one file per phase.
+//! - [`admin`]: the admin API on every node.
+//! - [`dev`]: `raftgate dev`, a local cluster with a demo upstream.
+//!
+//! [`start`] runs a node on listeners the caller bound; tests call it too.
+#![forbid(unsafe_code)]
 
+pub mod actors;
+pub mod admin;
+pub mod config;
+pub mod dev;
+pub mod proxy;
+pub mod routing;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use raftgate_cluster::{ClusterNode, NodeConfig};
+
+use crate::config::Config;
+
+/// The three listening sockets of a node, bound before anything else starts.
+pub struct Listeners {
+    pub proxy: std::net::TcpListener,
+    pub admin: std::net::TcpListener,
+    pub cluster: std::net::TcpListener,
+}
+
+impl Listeners {
+    pub fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let bind = |addr| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        };
+        Ok(Listeners {
+            proxy: bind(config.listen.proxy)?,
+            admin: bind(config.listen.admin)?,
+            cluster: bind(config.listen.cluster)?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Cluster(#[from] raftgate_cluster::node::StartError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running node. Dropping it leaves it running; call [`Gateway::stop`] or [`Gateway::kill`].
+pub struct Gateway {
+    pub node: ClusterNode,
+    pub router: actors::router::RouterHandle,
+    accepting: Arc<AtomicBool>,
+    proxy: actix_web::dev::ServerHandle,
+    admin: actix_web::dev::ServerHandle,
+}
+
+/// Starts a node on the given listeners. Must run inside an actix system (`actix_rt`).
+pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunError> {
+    let cluster_listener = {
+        listeners.cluster.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listeners.cluster)?
+    };
+    let node = ClusterNode::start(node_config(&config), cluster_listener).await?;
+    let router = actors::router::start(node.subscribe());
+
+    let proxy = proxy::server(&config, listeners.proxy, router.table.clone())?;
+    let accepting = Arc::new(AtomicBool::new(true));
+    let admin_state = web::Data::new(admin::AdminState {
+        node: node.clone(),
+        router: router.clone(),
+        token: config.admin_token.as_deref().map(Arc::from),
+        accepting: accepting.clone(),
+    });
+    let admin = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_state.clone())
+            .app_data(web::PayloadConfig::new(16 << 20))
+            .wrap(from_fn(admin::require_token))
+            .configure(admin::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listeners.admin)?
+    .run();
+
+    let gateway = Gateway {
+        node,
+        router,
+        accepting,
+        proxy: proxy.handle(),
+        admin: admin.handle(),
+    };
+    actix_rt::spawn(proxy);
+    actix_rt::spawn(admin);
+    tracing::info!(node = config.node_id, proxy = %config.listen.proxy, admin = %config.listen.admin, cluster = %config.listen.cluster, "raftgate node started");
+    Ok(gateway)
+}
+
+/// Runs a node until `shutdown` completes, then stops it gracefully.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let gateway = start(config, listeners).await?;
+    shutdown.await;
+    gateway.stop().await;
+    Ok(())
+}
+
+impl Gateway {
+    /// Graceful: `/readyz` turns 503, in-flight requests finish (bounded), then Raft stops.
+    pub async fn stop(self) {
+        self.accepting.store(false, Ordering::Release);
+        self.proxy.stop(true).await;
+        self.admin.stop(true).await;
+        self.node.shutdown().await;
+    }
+
+    /// Abrupt: connections are dropped and Raft stops at once, like a crash without the restart.
+    pub async fn kill(self) {
+        self.accepting.store(false, Ordering::Release);
+        self.proxy.stop(false).await;
+        self.admin.stop(false).await;
+        self.node.shutdown().await;
+    }
+}
+
+fn node_config(config: &Config) -> NodeConfig {
+    NodeConfig {
+        node_id: config.node_id,
+        data_dir: config.data_dir.clone(),
+        members: config
+            .members
+            .iter()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect(),
+        join: config.join,
+        secret: config.secret.clone().unwrap_or_default().into_bytes(),
+        heartbeat_ms: config.raft.heartbeat_ms,
+        election_timeout_ms: config.raft.election_timeout_ms,
+        snapshot_every: config.raft.snapshot_every,
+        logs_to_keep: config.raft.logs_to_keep,
+    }
+}

@@ -1,1 +1,98 @@
-fn main() {}
+//! The `raftgate` binary: the CLI and tracing set-up; everything else is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "raftgate",
+    version,
+    about = "A clustered HTTP API gateway with no external datastore"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node.
+    Serve {
+        /// The node config file (TOML); RAFTGATE_* variables override it.
+        #[arg(long, env = "RAFTGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// A local N-node cluster with a demo upstream and demo routes.
+    Dev {
+        #[arg(long, default_value_t = 3)]
+        nodes: u8,
+        /// Keep the nodes' data here (default: a temporary directory removed on exit).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Cmd::Serve { config } => serve(config),
+        Cmd::Dev { nodes, data } => {
+            let system = actix_rt::System::new();
+            match system.block_on(raftgate::dev::run(raftgate::dev::DevOptions {
+                nodes,
+                data,
+            })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("raftgate dev: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let config = match raftgate::config::load(&path, &raftgate::config::SystemEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listeners = match raftgate::Listeners::bind(&config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("raftgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let system = actix_rt::System::new();
+    match system.block_on(raftgate::run(config, listeners, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -17,10 +17,10 @@ pub mod types;
 pub use state::ClusterState;
 pub use types::{Command, NodeId, Precondition, Raft, Response, TypeConfig};
 pub mod log_store;
-pub mod state_machine;
 pub mod network;
 pub mod node;
 pub mod rpc;
+pub mod state_machine;
 
 pub use node::{ClusterNode, ClusterStatus, NodeConfig};
 pub use rpc::{WriteError, WriteOk};

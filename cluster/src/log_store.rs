@@ -53,7 +53,11 @@ enum Op {
     Purge(LogId, oneshot::Sender<Result<(), String>>),
 }
 
-fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::fmt::Display,
+) -> StorageError {
     StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
 }
 
@@ -98,12 +102,19 @@ impl LogStore {
             .spawn(move || writer_loop(writer_db, writer_mirror, rx))
             .map_err(write_err)?;
         Ok(LogStore {
-            inner: Arc::new(Inner { db, writer: tx, mirror }),
+            inner: Arc::new(Inner {
+                db,
+                writer: tx,
+                mirror,
+            }),
         })
     }
 
     fn send(&self, op: Op) -> Result<(), StorageError> {
-        self.inner.writer.send(op).map_err(|_| write_err("the log writer thread has stopped"))
+        self.inner
+            .writer
+            .send(op)
+            .map_err(|_| write_err("the log writer thread has stopped"))
     }
 
     async fn call(
@@ -136,7 +147,10 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageErro
     postcard::from_bytes(bytes).map_err(read_err)
 }
 
-fn read_meta<T: serde::de::DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, StorageError> {
+fn read_meta<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    key: &str,
+) -> Result<Option<T>, StorageError> {
     let tx = db.begin_read().map_err(read_err)?;
     let table = tx.open_table(META).map_err(read_err)?;
     let value = table.get(key).map_err(read_err)?;
@@ -265,7 +279,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let m = self.mirror();
-        Ok(LogState { last_purged_log_id: m.last_purged, last_log_id: m.last_log_id })
+        Ok(LogState {
+            last_purged_log_id: m.last_purged,
+            last_log_id: m.last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -291,7 +308,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.mirror().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -313,7 +334,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from = log_id.index;
         let prev = match from {
             0 => None,
-            _ => self.try_get_log_entries(from - 1..from).await?.pop().map(|e| e.log_id),
+            _ => self
+                .try_get_log_entries(from - 1..from)
+                .await?
+                .pop()
+                .map(|e| e.log_id),
         };
         {
             let mut m = self.mirror();

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -32,10 +34,16 @@ pub struct PeerClient {
 pub enum CallError {
     /// Nothing was sent: safe to try again anywhere.
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     /// The request may or may not have been received.
     #[error("lost the connection to {addr}: {source}")]
-    Unreachable { addr: String, source: std::io::Error },
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{addr} did not answer within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
     #[error("{addr} answered with the wrong message kind")]
@@ -66,24 +74,36 @@ impl PeerClient {
     async fn connect(&self) -> std::io::Result<TcpStream> {
         let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
         s.set_nodelay(true)?;
-        tokio::time::timeout(CONNECT_TIMEOUT * 5, client_handshake(&mut s, &self.secret, self.my_id))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+        tokio::time::timeout(
+            CONNECT_TIMEOUT * 5,
+            client_handshake(&mut s, &self.secret, self.my_id),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
         Ok(s)
     }
 
     /// One request, one response. Fails without retrying: callers decide what is safe to repeat.
-    pub async fn call(&self, req: &RpcRequest, timeout: Duration) -> Result<RpcResponse, CallError> {
-        let unreachable = |source| CallError::Unreachable { addr: self.addr.clone(), source };
+    pub async fn call(
+        &self,
+        req: &RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, CallError> {
+        let unreachable = |source| CallError::Unreachable {
+            addr: self.addr.clone(),
+            source,
+        };
         let exchange = async {
             let mut s = match self.take_idle() {
                 Some(s) => s,
-                None => self
-                    .connect()
-                    .await
-                    .map_err(|source| CallError::Connect { addr: self.addr.clone(), source })?,
+                None => self.connect().await.map_err(|source| CallError::Connect {
+                    addr: self.addr.clone(),
+                    source,
+                })?,
             };
             write_frame(&mut s, req).await.map_err(unreachable)?;
             let resp: RpcResponse = read_frame(&mut s).await.map_err(unreachable)?;
@@ -92,7 +112,10 @@ impl PeerClient {
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(CallError::Timeout { addr: self.addr.clone(), timeout }),
+            Err(_) => Err(CallError::Timeout {
+                addr: self.addr.clone(),
+                timeout,
+            }),
         }
     }
 }
@@ -107,7 +130,11 @@ pub struct Network {
 
 impl Network {
     pub fn new(my_id: NodeId, secret: Vec<u8>) -> Network {
-        Network { secret: Arc::new(secret), my_id, peers: Default::default() }
+        Network {
+            secret: Arc::new(secret),
+            my_id,
+            peers: Default::default(),
+        }
     }
 
     pub fn my_id(&self) -> NodeId {
@@ -139,7 +166,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConn;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
-        PeerConn { target, peer: self.peer(&node.addr) }
+        PeerConn {
+            target,
+            peer: self.peer(&node.addr),
+        }
     }
 }
 
@@ -152,7 +182,11 @@ fn to_rpc_error<E: std::error::Error>(e: CallError) -> RPCError<NodeId, BasicNod
 
 impl PeerConn {
     /// Raft's own RPCs are safe to repeat; a pooled connection that died is retried once fresh.
-    async fn raft_call(&self, req: RpcRequest, option: &RPCOption) -> Result<RpcResponse, CallError> {
+    async fn raft_call(
+        &self,
+        req: RpcRequest,
+        option: &RPCOption,
+    ) -> Result<RpcResponse, CallError> {
         match self.peer.call(&req, option.hard_ttl()).await {
             Err(CallError::Unreachable { .. } | CallError::Connect { .. }) => {
                 self.peer.call(&req, option.hard_ttl()).await
@@ -161,12 +195,17 @@ impl PeerConn {
         }
     }
 
-    fn remote<E: std::error::Error>(&self, e: RaftError<NodeId, E>) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    fn remote<E: std::error::Error>(
+        &self,
+        e: RaftError<NodeId, E>,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
         RPCError::RemoteError(RemoteError::new(self.target, e))
     }
 
     fn protocol<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
-        to_rpc_error(CallError::Protocol { addr: self.peer.addr.clone() })
+        to_rpc_error(CallError::Protocol {
+            addr: self.peer.addr.clone(),
+        })
     }
 }
 
@@ -176,7 +215,11 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.raft_call(RpcRequest::Append(rpc), &option).await.map_err(to_rpc_error)? {
+        match self
+            .raft_call(RpcRequest::Append(rpc), &option)
+            .await
+            .map_err(to_rpc_error)?
+        {
             RpcResponse::Append(r) => r.map_err(|e| self.remote(e)),
             _ => Err(self.protocol()),
         }
@@ -190,7 +233,11 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        match self.raft_call(RpcRequest::InstallSnapshot(rpc), &option).await.map_err(to_rpc_error)? {
+        match self
+            .raft_call(RpcRequest::InstallSnapshot(rpc), &option)
+            .await
+            .map_err(to_rpc_error)?
+        {
             RpcResponse::InstallSnapshot(r) => r.map_err(|e| self.remote(e)),
             _ => Err(self.protocol()),
         }
@@ -201,7 +248,11 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.raft_call(RpcRequest::Vote(rpc), &option).await.map_err(to_rpc_error)? {
+        match self
+            .raft_call(RpcRequest::Vote(rpc), &option)
+            .await
+            .map_err(to_rpc_error)?
+        {
             RpcResponse::Vote(r) => r.map_err(|e| self.remote(e)),
             _ => Err(self.protocol()),
         }

@@ -90,10 +90,15 @@ impl ClusterNode {
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             max_in_snapshot_log_to_keep: cfg.logs_to_keep,
-            purge_batch_size: 256,
+            // Purge in batches, but never wait for more than a snapshot's worth.
+            purge_batch_size: (cfg.snapshot_every / 4).clamp(1, 256),
             ..Default::default()
         };
-        let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Config(e.to_string()))?);
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
         let (log, sm, state) = open_stores(&cfg.data_dir).await?;
         let network = Network::new(cfg.node_id, cfg.secret.clone());
         let raft = Raft::new(cfg.node_id, raft_config, network.clone(), log, sm)
@@ -101,15 +106,33 @@ impl ClusterNode {
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let node = ClusterNode {
-            inner: Arc::new(Inner { id: cfg.node_id, raft, network, state, shutdown }),
+            inner: Arc::new(Inner {
+                id: cfg.node_id,
+                raft,
+                network,
+                state,
+                shutdown,
+            }),
         };
-        tokio::spawn(rpc::serve(listener, cfg.secret.clone(), node.clone(), shutdown_rx));
+        tokio::spawn(rpc::serve(
+            listener,
+            cfg.secret.clone(),
+            node.clone(),
+            shutdown_rx,
+        ));
 
-        let initialized = node.raft().is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = node
+            .raft()
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let lowest = cfg.members.iter().map(|m| m.0).min();
         if !initialized && !cfg.join && lowest == Some(cfg.node_id) {
-            let members: BTreeMap<NodeId, BasicNode> =
-                cfg.members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+            let members: BTreeMap<NodeId, BasicNode> = cfg
+                .members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
             match node.raft().initialize(members).await {
                 Ok(()) => tracing::info!(node = cfg.node_id, "initialised a new cluster"),
                 // Another path (a vote, an append) got here first: the cluster exists already.
@@ -143,7 +166,10 @@ impl ClusterNode {
     fn addr_of(&self, id: NodeId) -> Option<String> {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
     }
 
     /// Commits `cmd` through the leader (forwarding when this node follows) and returns once this
@@ -153,14 +179,21 @@ impl ClusterNode {
         let ok = loop {
             let attempt = match self.leader() {
                 Some(l) if l == self.id() => self.write_as_leader(cmd.clone(), deadline).await,
-                Some(l) => self.forward(l, RpcRequest::Write(cmd.clone()), deadline).await.and_then(|r| match r {
-                    RpcResponse::Write(r) => r,
-                    _ => Err(WriteError::Unavailable("the leader answered a write with the wrong message".into())),
-                }),
+                Some(l) => self
+                    .forward(l, RpcRequest::Write(cmd.clone()), deadline)
+                    .await
+                    .and_then(|r| match r {
+                        RpcResponse::Write(r) => r,
+                        _ => Err(WriteError::Unavailable(
+                            "the leader answered a write with the wrong message".into(),
+                        )),
+                    }),
                 None => Err(WriteError::NotLeader { leader: None }),
             };
             match attempt {
-                Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => self.await_leader_change().await,
+                Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => {
+                    self.await_leader_change().await
+                }
                 Err(WriteError::NotLeader { .. }) => return Err(no_leader()),
                 other => break other?,
             }
@@ -176,14 +209,21 @@ impl ClusterNode {
         let index = loop {
             let attempt = match self.leader() {
                 Some(l) if l == self.id() => self.read_index_as_leader(deadline).await,
-                Some(l) => self.forward(l, RpcRequest::ReadIndex, deadline).await.and_then(|r| match r {
-                    RpcResponse::ReadIndex(r) => r,
-                    _ => Err(WriteError::Unavailable("the leader answered a read with the wrong message".into())),
-                }),
+                Some(l) => self
+                    .forward(l, RpcRequest::ReadIndex, deadline)
+                    .await
+                    .and_then(|r| match r {
+                        RpcResponse::ReadIndex(r) => r,
+                        _ => Err(WriteError::Unavailable(
+                            "the leader answered a read with the wrong message".into(),
+                        )),
+                    }),
                 None => Err(WriteError::NotLeader { leader: None }),
             };
             match attempt {
-                Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => self.await_leader_change().await,
+                Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => {
+                    self.await_leader_change().await
+                }
                 Err(WriteError::NotLeader { .. }) => return Err(no_leader()),
                 other => break other?,
             }
@@ -213,8 +253,15 @@ impl ClusterNode {
     /// Sends a leader-only request. A request that never left (the leader is unreachable) counts
     /// as "no leader" so the caller waits for an election and tries again; one that may have
     /// arrived is not repeated.
-    async fn forward(&self, leader: NodeId, req: RpcRequest, deadline: Instant) -> Result<RpcResponse, WriteError> {
-        let addr = self.addr_of(leader).ok_or(WriteError::NotLeader { leader: None })?;
+    async fn forward(
+        &self,
+        leader: NodeId,
+        req: RpcRequest,
+        deadline: Instant,
+    ) -> Result<RpcResponse, WriteError> {
+        let addr = self
+            .addr_of(leader)
+            .ok_or(WriteError::NotLeader { leader: None })?;
         let timeout = deadline.saturating_duration_since(Instant::now());
         match self.inner.network.peer(&addr).call(&req, timeout).await {
             Ok(r) => Ok(r),
@@ -228,25 +275,38 @@ impl ClusterNode {
         }
     }
 
-    async fn write_as_leader(&self, cmd: Command, deadline: Instant) -> Result<WriteOk, WriteError> {
+    async fn write_as_leader(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<WriteOk, WriteError> {
         // Validate against a state that holds every write acknowledged so far: once an entry of
         // the current term is applied, everything committed before it is too.
         let mut metrics = self.inner.raft.metrics();
         let caught_up = metrics.wait_for(|m| {
-            m.current_leader == Some(m.id) && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+            m.current_leader == Some(m.id)
+                && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
         });
-        let waited = tokio::time::timeout_at(deadline.into(), caught_up).await.map(|r| r.map(|_| ()));
+        let waited = tokio::time::timeout_at(deadline.into(), caught_up)
+            .await
+            .map(|r| r.map(|_| ()));
         match waited {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(WriteError::Unavailable("this node is shutting down".into())),
             Err(_) => return Err(no_leader()),
         }
         if self.leader() != Some(self.id()) {
-            return Err(WriteError::NotLeader { leader: self.leader() });
+            return Err(WriteError::NotLeader {
+                leader: self.leader(),
+            });
         }
         let state = self.state();
         if crate::state::Applied::Unchanged == state.dry_run(&cmd)? {
-            return Ok(WriteOk { index: state.applied, revision: state.revision, applied: crate::state::Applied::Unchanged });
+            return Ok(WriteOk {
+                index: state.applied,
+                revision: state.revision,
+                applied: crate::state::Applied::Unchanged,
+            });
         }
         let write = self.inner.raft.client_write(cmd);
         let resp = match tokio::time::timeout_at(deadline.into(), write).await {
@@ -260,17 +320,24 @@ impl ClusterNode {
         match resp {
             Ok(r) => {
                 let applied = r.data.outcome?;
-                Ok(WriteOk { index: r.log_id.index, revision: r.data.revision, applied })
+                Ok(WriteOk {
+                    index: r.log_id.index,
+                    revision: r.data.revision,
+                    applied,
+                })
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader { leader: f.leader_id })
+                Err(WriteError::NotLeader {
+                    leader: f.leader_id,
+                })
             }
             Err(e) => Err(WriteError::Unavailable(e.to_string())),
         }
     }
 
     async fn read_index_as_leader(&self, deadline: Instant) -> Result<u64, WriteError> {
-        match tokio::time::timeout_at(deadline.into(), self.inner.raft.ensure_linearizable()).await {
+        match tokio::time::timeout_at(deadline.into(), self.inner.raft.ensure_linearizable()).await
+        {
             Ok(Ok(log_id)) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
             Ok(Err(RaftError::APIError(e))) => Err(WriteError::NotLeader {
                 leader: match e {
@@ -293,9 +360,17 @@ impl ClusterNode {
             let peer = self.inner.network.peer(&addr);
             let me = self.id();
             async move {
-                let reachable =
-                    id == me || matches!(peer.call(&RpcRequest::Ping, PING_TIMEOUT).await, Ok(RpcResponse::Pong));
-                MemberStatus { id, addr, voter, reachable }
+                let reachable = id == me
+                    || matches!(
+                        peer.call(&RpcRequest::Ping, PING_TIMEOUT).await,
+                        Ok(RpcResponse::Pong)
+                    );
+                MemberStatus {
+                    id,
+                    addr,
+                    voter,
+                    reachable,
+                }
             }
         });
         let members = futures_util::future::join_all(probes).await;
@@ -335,11 +410,19 @@ async fn open_stores(
             Err(e) if Instant::now() < deadline && e.to_string().contains("already open") => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => return Err(StartError::Storage { dir: dir.to_path_buf(), message: e.to_string() }),
+            Err(e) => {
+                return Err(StartError::Storage {
+                    dir: dir.to_path_buf(),
+                    message: e.to_string(),
+                })
+            }
         }
     };
-    let (sm, state) = StateMachine::open(&dir.join("snapshots"))
-        .map_err(|e| StartError::Storage { dir: dir.to_path_buf(), message: e.to_string() })?;
+    let (sm, state) =
+        StateMachine::open(&dir.join("snapshots")).map_err(|e| StartError::Storage {
+            dir: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
     Ok((log, sm, state))
 }
 
@@ -349,7 +432,9 @@ impl rpc::Handler for ClusterNode {
         match req {
             RpcRequest::Append(r) => RpcResponse::Append(raft.append_entries(r).await),
             RpcRequest::Vote(r) => RpcResponse::Vote(raft.vote(r).await),
-            RpcRequest::InstallSnapshot(r) => RpcResponse::InstallSnapshot(raft.install_snapshot(r).await),
+            RpcRequest::InstallSnapshot(r) => {
+                RpcResponse::InstallSnapshot(raft.install_snapshot(r).await)
+            }
             RpcRequest::Write(cmd) => {
                 let deadline = Instant::now() + REQUEST_TIMEOUT;
                 RpcResponse::Write(match self.leader() {

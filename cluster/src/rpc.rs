@@ -50,7 +50,9 @@ pub enum RpcRequest {
 pub enum RpcResponse {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
     Write(Result<WriteOk, WriteError>),
     ReadIndex(Result<u64, WriteError>),
     Pong,
@@ -91,7 +93,10 @@ fn mac(secret: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     m
 }
 
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> std::io::Result<()> {
     let body = postcard::to_stdvec(msg).map_err(std::io::Error::other)?;
     let mut buf = Vec::with_capacity(body.len() + 4);
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -100,12 +105,16 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T
     w.flush().await
 }
 
-pub async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(r: &mut R) -> std::io::Result<T> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
+    r: &mut R,
+) -> std::io::Result<T> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds the limit")));
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes exceeds the limit"
+        )));
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
@@ -117,17 +126,25 @@ fn refused(what: &str) -> std::io::Error {
 }
 
 /// Client half of the handshake.
-pub async fn client_handshake(stream: &mut TcpStream, secret: &[u8], my_id: NodeId) -> std::io::Result<()> {
+pub async fn client_handshake(
+    stream: &mut TcpStream,
+    secret: &[u8],
+    my_id: NodeId,
+) -> std::io::Result<()> {
     let mut hello = [0u8; 20];
     stream.read_exact(&mut hello).await?;
     if &hello[..4] != MAGIC {
-        return Err(refused("the peer does not speak the raftgate cluster protocol"));
+        return Err(refused(
+            "the peer does not speak the raftgate cluster protocol",
+        ));
     }
     let server_nonce = &hello[4..];
     let mut client_nonce = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut client_nonce);
     let id = my_id.to_be_bytes();
-    let proof = mac(secret, &[b"c", server_nonce, &client_nonce, &id]).finalize().into_bytes();
+    let proof = mac(secret, &[b"c", server_nonce, &client_nonce, &id])
+        .finalize()
+        .into_bytes();
     let mut msg = Vec::with_capacity(60);
     msg.extend_from_slice(MAGIC);
     msg.extend_from_slice(&client_nonce);
@@ -139,11 +156,17 @@ pub async fn client_handshake(stream: &mut TcpStream, secret: &[u8], my_id: Node
         refused("the peer refused our cluster secret (check [cluster] secret on every node)")
     })?;
     if answer[0] != 0 {
-        return Err(refused("the peer refused our cluster secret (check [cluster] secret on every node)"));
+        return Err(refused(
+            "the peer refused our cluster secret (check [cluster] secret on every node)",
+        ));
     }
     mac(secret, &[b"s", server_nonce, &client_nonce])
         .verify_slice(&answer[1..])
-        .map_err(|_| refused("the peer does not hold our cluster secret (check [cluster] secret on every node)"))
+        .map_err(|_| {
+            refused(
+                "the peer does not hold our cluster secret (check [cluster] secret on every node)",
+            )
+        })
 }
 
 /// Server half of the handshake; answers the peer's node id once it proved the secret.
@@ -157,13 +180,21 @@ async fn server_handshake(stream: &mut TcpStream, secret: &[u8]) -> std::io::Res
     let mut msg = [0u8; 60];
     stream.read_exact(&mut msg).await?;
     let (magic, client_nonce, id, proof) = (&msg[..4], &msg[4..20], &msg[20..28], &msg[28..]);
-    if magic != MAGIC || mac(secret, &[b"c", &server_nonce, client_nonce, id]).verify_slice(proof).is_err() {
+    if magic != MAGIC
+        || mac(secret, &[b"c", &server_nonce, client_nonce, id])
+            .verify_slice(proof)
+            .is_err()
+    {
         let _ = stream.write_all(&[1u8; 33]).await;
         return Err(refused("a peer failed the cluster-secret handshake"));
     }
     let mut answer = Vec::with_capacity(33);
     answer.push(0);
-    answer.extend_from_slice(&mac(secret, &[b"s", &server_nonce, client_nonce]).finalize().into_bytes());
+    answer.extend_from_slice(
+        &mac(secret, &[b"s", &server_nonce, client_nonce])
+            .finalize()
+            .into_bytes(),
+    );
     stream.write_all(&answer).await?;
     Ok(NodeId::from_be_bytes(id.try_into().expect("8 bytes")))
 }
@@ -191,7 +222,12 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let (secret, handler, mut shutdown) = (secret.clone(), handler.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let node = match tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(&mut stream, &secret)).await {
+            let node = match tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                server_handshake(&mut stream, &secret),
+            )
+            .await
+            {
                 Ok(Ok(id)) => id,
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "refused a cluster connection");

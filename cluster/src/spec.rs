@@ -331,7 +331,10 @@ impl Service {
             }
         }
         if self.hash_on.is_some() {
-            return Err(invalid("hash_on", "hash_on applies to consistent_hash only"));
+            return Err(invalid(
+                "hash_on",
+                "hash_on applies to consistent_hash only",
+            ));
         }
         if self.health_check.is_some() {
             return Err(unsupported("health_check", "active health checking"));
@@ -394,9 +397,9 @@ impl Route {
             let bare = h.strip_prefix("*.").unwrap_or(h);
             let ok = !bare.is_empty()
                 && bare.len() <= 253
-                && bare
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                && bare.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
                 && !bare.contains('*');
             if !ok {
                 return Err(invalid(
@@ -410,10 +413,18 @@ impl Route {
             match parse_path_pattern(p) {
                 PathPattern::Prefix(s) | PathPattern::Exact(s) => {
                     if !s.starts_with('/') {
-                        return Err(invalid(field, format!("{p:?} must start with `/` (or `=/`, `~`)")));
+                        return Err(invalid(
+                            field,
+                            format!("{p:?} must start with `/` (or `=/`, `~`)"),
+                        ));
                     }
-                    if s.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#') {
-                        return Err(invalid(field, format!("{p:?} contains a character not allowed in a path")));
+                    if s.bytes()
+                        .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
+                    {
+                        return Err(invalid(
+                            field,
+                            format!("{p:?} contains a character not allowed in a path"),
+                        ));
                     }
                 }
                 PathPattern::Regex(re) => {
@@ -433,9 +444,9 @@ impl Route {
         }
         for name in self.headers.keys() {
             let ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
             if !ok {
                 return Err(invalid(
                     format!("headers.{name}"),
@@ -516,7 +527,10 @@ mod tests {
         let e = route(&["~^/c/[0-9+$"]).validate().unwrap_err();
         assert_eq!(e.field, "paths.0");
         assert!(e.message.contains("invalid regex"));
-        assert_eq!(route(&["/a", "nope"]).validate().unwrap_err().field, "paths.1");
+        assert_eq!(
+            route(&["/a", "nope"]).validate().unwrap_err().field,
+            "paths.1"
+        );
     }
 
     #[test]

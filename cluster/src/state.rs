@@ -45,7 +45,10 @@ pub enum StateError {
         actual: Option<u64>,
     },
     #[error("service {service:?} is used by routes {routes:?}; delete or repoint them first")]
-    ServiceInUse { service: String, routes: Vec<String> },
+    ServiceInUse {
+        service: String,
+        routes: Vec<String>,
+    },
     #[error("route {route:?} names service {service:?}, which does not exist")]
     UnknownService { route: String, service: String },
 }
@@ -71,7 +74,10 @@ impl ClusterState {
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<Applied, StateError> {
         self.applied = index;
         let applied = match cmd {
-            Command::PutService { service, precondition } => {
+            Command::PutService {
+                service,
+                precondition,
+            } => {
                 let current = self.services.get(&service.name).map(|s| s.version);
                 check(Kind::Service, &service.name, current, *precondition)?;
                 upsert(&mut self.services, service, index)
@@ -80,16 +86,25 @@ impl ClusterState {
                 let current = self.services.get(name).map(|s| s.version);
                 check(Kind::Service, name, current, *precondition)?;
                 if current.is_none() {
-                    return Err(StateError::NotFound { kind: Kind::Service, name: name.clone() });
+                    return Err(StateError::NotFound {
+                        kind: Kind::Service,
+                        name: name.clone(),
+                    });
                 }
                 let routes = self.routes_using(name);
                 if !routes.is_empty() {
-                    return Err(StateError::ServiceInUse { service: name.clone(), routes });
+                    return Err(StateError::ServiceInUse {
+                        service: name.clone(),
+                        routes,
+                    });
                 }
                 self.services.remove(name);
                 Applied::Deleted
             }
-            Command::PutRoute { route, precondition } => {
+            Command::PutRoute {
+                route,
+                precondition,
+            } => {
                 let current = self.routes.get(&route.name).map(|r| r.version);
                 check(Kind::Route, &route.name, current, *precondition)?;
                 if !self.services.contains_key(&route.service) {
@@ -104,7 +119,10 @@ impl ClusterState {
                 let current = self.routes.get(name).map(|r| r.version);
                 check(Kind::Route, name, current, *precondition)?;
                 if self.routes.remove(name).is_none() {
-                    return Err(StateError::NotFound { kind: Kind::Route, name: name.clone() });
+                    return Err(StateError::NotFound {
+                        kind: Kind::Route,
+                        name: name.clone(),
+                    });
                 }
                 Applied::Deleted
             }
@@ -140,7 +158,12 @@ impl ClusterState {
     }
 }
 
-fn check(kind: Kind, name: &str, current: Option<u64>, pre: Precondition) -> Result<(), StateError> {
+fn check(
+    kind: Kind,
+    name: &str,
+    current: Option<u64>,
+    pre: Precondition,
+) -> Result<(), StateError> {
     match pre {
         Precondition::None => Ok(()),
         Precondition::IfMatch(expected) if current == Some(expected) => Ok(()),
@@ -151,12 +174,19 @@ fn check(kind: Kind, name: &str, current: Option<u64>, pre: Precondition) -> Res
             actual: current,
         }),
         Precondition::IfAbsent if current.is_none() => Ok(()),
-        Precondition::IfAbsent => Err(StateError::AlreadyExists { kind, name: name.to_string() }),
+        Precondition::IfAbsent => Err(StateError::AlreadyExists {
+            kind,
+            name: name.to_string(),
+        }),
     }
 }
 
 /// Inserts `new` unless an equal resource (ignoring its version) is there already.
-fn upsert<T: Versioned + Clone + PartialEq>(map: &mut BTreeMap<String, Arc<T>>, new: &T, index: u64) -> Applied {
+fn upsert<T: Versioned + Clone + PartialEq>(
+    map: &mut BTreeMap<String, Arc<T>>,
+    new: &T,
+    index: u64,
+) -> Applied {
     let mut stored = new.clone();
     let applied = match map.get(new.name()) {
         Some(old) => {

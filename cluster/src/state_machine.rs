@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::state::ClusterState;
-use crate::types::{Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
@@ -32,12 +34,18 @@ struct SnapshotFile {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::StateMachine,
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 impl StateMachine {
     /// Restores from `dir/snapshot.bin` when there is one; openraft replays the log after it.
-    pub fn open(dir: &Path) -> Result<(StateMachine, watch::Receiver<Arc<ClusterState>>), StorageError> {
+    pub fn open(
+        dir: &Path,
+    ) -> Result<(StateMachine, watch::Receiver<Arc<ClusterState>>), StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let _ = std::fs::remove_file(dir.join(SNAPSHOT_TMP));
         let mut sm = StateMachine {
@@ -56,7 +64,8 @@ impl StateMachine {
     }
 
     fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        let state: ClusterState = postcard::from_bytes(data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let state: ClusterState =
+            postcard::from_bytes(data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.state = Arc::new(state);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
@@ -106,13 +115,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let file = SnapshotFile { meta: meta.clone(), data };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data,
+        };
         let dir = self.dir.clone();
-        let file = tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file).map(|_| file))
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(file.data)) })
+        let file =
+            tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file).map(|_| file))
+                .await
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        })
     }
 }
 
@@ -171,7 +187,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         self.restore(meta, &data)?;
-        let file = SnapshotFile { meta: meta.clone(), data };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data,
+        };
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &file))
             .await

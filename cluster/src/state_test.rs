@@ -5,7 +5,10 @@ fn service(name: &str) -> Service {
     Service {
         name: name.into(),
         version: 0,
-        targets: vec![Target { url: "http://127.0.0.1:9000".into(), weight: 1 }],
+        targets: vec![Target {
+            url: "http://127.0.0.1:9000".into(),
+            weight: 1,
+        }],
         balancer: Balancer::RoundRobin,
         hash_on: None,
         health_check: None,
@@ -37,27 +40,49 @@ fn route(name: &str, service: &str) -> Route {
 }
 
 fn put_service(s: Service) -> Command {
-    Command::PutService { service: s, precondition: Precondition::None }
+    Command::PutService {
+        service: s,
+        precondition: Precondition::None,
+    }
 }
 
 fn put_route(r: Route) -> Command {
-    Command::PutRoute { route: r, precondition: Precondition::None }
+    Command::PutRoute {
+        route: r,
+        precondition: Precondition::None,
+    }
 }
 
 #[test]
 fn create_update_unchanged_move_revision_and_versions() {
     let mut st = ClusterState::default();
-    assert_eq!(st.apply(1, &put_service(service("a"))), Ok(Applied::Created));
+    assert_eq!(
+        st.apply(1, &put_service(service("a"))),
+        Ok(Applied::Created)
+    );
     assert_eq!((st.revision, st.services["a"].version), (1, 1));
 
     // The same content again: nothing moves, even though the entry was applied.
-    assert_eq!(st.apply(2, &put_service(service("a"))), Ok(Applied::Unchanged));
-    assert_eq!((st.revision, st.applied, st.services["a"].version), (1, 2, 1));
+    assert_eq!(
+        st.apply(2, &put_service(service("a"))),
+        Ok(Applied::Unchanged)
+    );
+    assert_eq!(
+        (st.revision, st.applied, st.services["a"].version),
+        (1, 2, 1)
+    );
 
     let mut changed = service("a");
     changed.retries = 2;
     assert_eq!(st.apply(3, &put_service(changed)), Ok(Applied::Updated));
-    assert_eq!((st.revision, st.services["a"].version, st.services["a"].retries), (3, 3, 2));
+    assert_eq!(
+        (
+            st.revision,
+            st.services["a"].version,
+            st.services["a"].retries
+        ),
+        (3, 3, 2)
+    );
 }
 
 #[test]
@@ -70,30 +95,72 @@ fn routes_need_their_service_and_pin_it() {
 
     st.apply(2, &put_service(service("s"))).unwrap();
     st.apply(3, &put_route(route("r", "s"))).unwrap();
-    let del = Command::DeleteService { name: "s".into(), precondition: Precondition::None };
+    let del = Command::DeleteService {
+        name: "s".into(),
+        precondition: Precondition::None,
+    };
     assert_eq!(
         st.apply(4, &del),
-        Err(StateError::ServiceInUse { service: "s".into(), routes: vec!["r".into()] })
+        Err(StateError::ServiceInUse {
+            service: "s".into(),
+            routes: vec!["r".into()]
+        })
     );
     assert!(st.services.contains_key("s"));
 
-    let del_route = Command::DeleteRoute { name: "r".into(), precondition: Precondition::None };
+    let del_route = Command::DeleteRoute {
+        name: "r".into(),
+        precondition: Precondition::None,
+    };
     assert_eq!(st.apply(5, &del_route), Ok(Applied::Deleted));
     assert_eq!(st.apply(6, &del), Ok(Applied::Deleted));
     assert_eq!(st.revision, 6);
-    assert_eq!(st.apply(7, &del), Err(StateError::NotFound { kind: Kind::Service, name: "s".into() }));
+    assert_eq!(
+        st.apply(7, &del),
+        Err(StateError::NotFound {
+            kind: Kind::Service,
+            name: "s".into()
+        })
+    );
 }
 
 #[test]
 fn preconditions_are_enforced_at_apply() {
     let mut st = ClusterState::default();
     st.apply(1, &put_service(service("s"))).unwrap();
-    let stale = Command::PutService { service: { let mut s = service("s"); s.retries = 1; s }, precondition: Precondition::IfMatch(7) };
-    assert!(matches!(st.apply(2, &stale), Err(StateError::VersionMismatch { expected: 7, actual: Some(1), .. })));
-    let fresh = Command::PutService { service: { let mut s = service("s"); s.retries = 1; s }, precondition: Precondition::IfMatch(1) };
+    let stale = Command::PutService {
+        service: {
+            let mut s = service("s");
+            s.retries = 1;
+            s
+        },
+        precondition: Precondition::IfMatch(7),
+    };
+    assert!(matches!(
+        st.apply(2, &stale),
+        Err(StateError::VersionMismatch {
+            expected: 7,
+            actual: Some(1),
+            ..
+        })
+    ));
+    let fresh = Command::PutService {
+        service: {
+            let mut s = service("s");
+            s.retries = 1;
+            s
+        },
+        precondition: Precondition::IfMatch(1),
+    };
     assert_eq!(st.apply(3, &fresh), Ok(Applied::Updated));
-    let create_only = Command::PutService { service: service("s"), precondition: Precondition::IfAbsent };
-    assert!(matches!(st.apply(4, &create_only), Err(StateError::AlreadyExists { .. })));
+    let create_only = Command::PutService {
+        service: service("s"),
+        precondition: Precondition::IfAbsent,
+    };
+    assert!(matches!(
+        st.apply(4, &create_only),
+        Err(StateError::AlreadyExists { .. })
+    ));
 }
 
 #[test]
@@ -101,15 +168,25 @@ fn dry_run_predicts_apply_and_changes_nothing() {
     let mut st = ClusterState::default();
     st.apply(1, &put_service(service("s"))).unwrap();
     let before = st.clone();
-    assert_eq!(st.dry_run(&put_route(route("r", "s"))), Ok(Applied::Created));
-    assert_eq!(st.dry_run(&put_service(service("s"))), Ok(Applied::Unchanged));
+    assert_eq!(
+        st.dry_run(&put_route(route("r", "s"))),
+        Ok(Applied::Created)
+    );
+    assert_eq!(
+        st.dry_run(&put_service(service("s"))),
+        Ok(Applied::Unchanged)
+    );
     assert!(st.dry_run(&put_route(route("r", "nope"))).is_err());
     assert_eq!(st, before);
 }
 
 #[test]
 fn same_entries_give_same_digest() {
-    let cmds = [put_service(service("s")), put_route(route("r", "s")), put_route(route("q", "s"))];
+    let cmds = [
+        put_service(service("s")),
+        put_route(route("r", "s")),
+        put_route(route("q", "s")),
+    ];
     let mut a = ClusterState::default();
     let mut b = ClusterState::default();
     for (i, c) in cmds.iter().enumerate() {
@@ -117,7 +194,13 @@ fn same_entries_give_same_digest() {
         let _ = b.apply(i as u64 + 1, c);
     }
     assert_eq!(a.digest(), b.digest());
-    let _ = b.apply(9, &Command::DeleteRoute { name: "q".into(), precondition: Precondition::None });
+    let _ = b.apply(
+        9,
+        &Command::DeleteRoute {
+            name: "q".into(),
+            precondition: Precondition::None,
+        },
+    );
     assert_ne!(a.digest(), b.digest());
 }
 
@@ -125,8 +208,18 @@ fn same_entries_give_same_digest() {
 fn commands_round_trip_through_postcard() {
     let mut r = route("r", "s");
     r.headers.insert("x-v".into(), "2".into());
-    r.timeouts = Some(Timeouts { connect_ms: 5, request_ms: 6 });
-    for cmd in [put_route(r), put_service(service("s")), Command::DeleteRoute { name: "r".into(), precondition: Precondition::IfMatch(3) }] {
+    r.timeouts = Some(Timeouts {
+        connect_ms: 5,
+        request_ms: 6,
+    });
+    for cmd in [
+        put_route(r),
+        put_service(service("s")),
+        Command::DeleteRoute {
+            name: "r".into(),
+            precondition: Precondition::IfMatch(3),
+        },
+    ] {
         let bytes = postcard::to_stdvec(&cmd).unwrap();
         assert_eq!(postcard::from_bytes::<Command>(&bytes).unwrap(), cmd);
     }

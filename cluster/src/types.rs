@@ -42,10 +42,22 @@ pub enum Precondition {
 /// [`crate::state::ClusterState::apply`], which is pure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    PutService { service: Service, precondition: Precondition },
-    DeleteService { name: String, precondition: Precondition },
-    PutRoute { route: Route, precondition: Precondition },
-    DeleteRoute { name: String, precondition: Precondition },
+    PutService {
+        service: Service,
+        precondition: Precondition,
+    },
+    DeleteService {
+        name: String,
+        precondition: Precondition,
+    },
+    PutRoute {
+        route: Route,
+        precondition: Precondition,
+    },
+    DeleteRoute {
+        name: String,
+        precondition: Precondition,
+    },
 }
 
 impl std::fmt::Display for Command {

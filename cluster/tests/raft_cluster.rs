@@ -10,7 +10,10 @@ fn service(name: &str) -> Service {
     Service {
         name: name.into(),
         version: 0,
-        targets: vec![Target { url: "http://127.0.0.1:1".into(), weight: 1 }],
+        targets: vec![Target {
+            url: "http://127.0.0.1:1".into(),
+            weight: 1,
+        }],
         balancer: Balancer::RoundRobin,
         hash_on: None,
         health_check: None,
@@ -25,8 +28,11 @@ async fn start(n: u64, secrets: &[&str], dir: &std::path::Path) -> Vec<ClusterNo
     for _ in 0..n {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
-    let members: Vec<(u64, String)> =
-        listeners.iter().enumerate().map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string())).collect();
+    let members: Vec<(u64, String)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
+        .collect();
     let mut nodes = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let cfg = NodeConfig {
@@ -63,19 +69,28 @@ async fn write_via_follower_is_applied_everywhere() {
     let leader = poll("a leader", || nodes[0].leader()).await;
     let follower = nodes.iter().find(|n| n.id() != leader).unwrap();
     let ok = follower
-        .write(Command::PutService { service: service("a"), precondition: Precondition::None })
+        .write(Command::PutService {
+            service: service("a"),
+            precondition: Precondition::None,
+        })
         .await
         .unwrap();
     // Read-your-writes on the receiving node, without waiting.
     assert!(follower.state().services.contains_key("a"));
     assert_eq!(follower.state().revision, ok.revision);
     for n in &nodes {
-        poll("replication", || (n.state().applied >= ok.index).then_some(())).await;
+        poll("replication", || {
+            (n.state().applied >= ok.index).then_some(())
+        })
+        .await;
         assert!(n.state().services.contains_key("a"));
     }
     // The same PUT again changes nothing and commits nothing.
     let again = nodes[2]
-        .write(Command::PutService { service: service("a"), precondition: Precondition::None })
+        .write(Command::PutService {
+            service: service("a"),
+            precondition: Precondition::None,
+        })
         .await
         .unwrap();
     assert_eq!(again.revision, ok.revision);
@@ -94,15 +109,27 @@ async fn a_node_with_the_wrong_secret_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start(3, &["right", "right", "wrong"], dir.path()).await;
     let leader = poll("a leader", || nodes[0].leader()).await;
-    assert_ne!(leader, 3, "the node with the wrong secret cannot win an election");
+    assert_ne!(
+        leader, 3,
+        "the node with the wrong secret cannot win an election"
+    );
     let ok = nodes[0]
-        .write(Command::PutService { service: service("a"), precondition: Precondition::None })
+        .write(Command::PutService {
+            service: service("a"),
+            precondition: Precondition::None,
+        })
         .await
         .unwrap();
-    nodes[1].wait_applied(ok.index, Instant::now() + Duration::from_secs(10)).await.unwrap();
+    nodes[1]
+        .wait_applied(ok.index, Instant::now() + Duration::from_secs(10))
+        .await
+        .unwrap();
     // Node 3 cannot forward a write, and (after all that time) has received no entry.
     let err = nodes[2]
-        .write(Command::PutService { service: service("b"), precondition: Precondition::None })
+        .write(Command::PutService {
+            service: service("b"),
+            precondition: Precondition::None,
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, WriteError::Unavailable(_)), "{err:?}");

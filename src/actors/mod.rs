@@ -1,0 +1,4 @@
+//! The node's actors: each owns one concern, changes it on messages, and publishes snapshots that
+//! the request path reads without locks or mailbox round trips.
+
+pub mod router;

@@ -1,0 +1,612 @@
+//! Node configuration (API.md §2): the TOML file, overridden by `RAFTGATE_*` env vars,
+//! validated into a typed [`Config`].
+//!
+//! The flow is raw → validated → typed: `file::FileConfig` (serde, unknown keys rejected) →
+//! env overlay → `validate` → [`Config`]. Every error names the file, the key (and the line or
+//! the env var it came from) and what is wrong with it.
+//!
+//! Env overrides: every key `a.b` of the file can be set with `RAFTGATE_A_B`, e.g.
+//! `RAFTGATE_LISTEN_ADMIN`, `RAFTGATE_CLUSTER_SECRET`, `RAFTGATE_ADMIN_TOKEN`;
+//! `RAFTGATE_CLUSTER_MEMBERS` is comma-separated, `RAFTGATE_LISTEN_PROXY_TLS` is the TLS
+//! address. An empty variable counts as unset. Relative paths in the file are relative to the
+//! file's directory; relative paths in env vars are relative to the working directory.
+
+mod file;
+
+pub use file::{Env, MapEnv, SystemEnv};
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use file::FileConfig;
+
+/// A validated node configuration. Fields are public so that tests and `raftgate dev` can build
+/// one without a file (start from [`Config::new`]).
+#[derive(Clone)]
+pub struct Config {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    /// Proxy worker threads, never 0: a 0 in the file means one per core.
+    pub workers: usize,
+    pub listen: Listen,
+    /// Initial members for bootstrap. Empty only when `join` is set; a file with neither means a
+    /// single-node cluster of this node on its cluster listen address.
+    pub members: Vec<Member>,
+    /// A new node for an existing cluster: do not bootstrap, wait to be added.
+    pub join: bool,
+    /// Node-to-node authentication; always set when there is more than one member or `join`.
+    pub secret: Option<String>,
+    /// Bearer token for the admin API; `None` leaves it open.
+    pub admin_token: Option<String>,
+    pub raft: RaftTiming,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub cluster: SocketAddr,
+    /// Parsed and validated, not served yet.
+    pub proxy_tls: Option<SocketAddr>,
+}
+
+/// One initial cluster member, `ID@HOST:PORT` in the file. The address stays a string: hosts
+/// may be DNS names that only resolve once the peer is up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    /// Lower bound of the election timeout; each election waits a random time in [x, 2x).
+    pub election_timeout_ms: u64,
+    /// Take a snapshot every this many applied log entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so lagging followers catch up without one.
+    pub logs_to_keep: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub header_timeout_ms: u64,
+}
+
+impl Config {
+    /// A single-node cluster with default knobs, no secret and an open admin API.
+    pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, listen: Listen) -> Config {
+        Config {
+            node_id,
+            data_dir: data_dir.into(),
+            workers: default_workers(),
+            members: vec![Member {
+                id: node_id,
+                addr: listen.cluster.to_string(),
+            }],
+            listen,
+            join: false,
+            secret: None,
+            admin_token: None,
+            raft: RaftTiming::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+// Hand-written so that secrets never reach a log through `{:?}`.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("node_id", &self.node_id)
+            .field("data_dir", &self.data_dir)
+            .field("workers", &self.workers)
+            .field("listen", &self.listen)
+            .field("members", &self.members)
+            .field("join", &self.join)
+            .field("secret", &redact(&self.secret))
+            .field("admin_token", &redact(&self.admin_token))
+            .field("raft", &self.raft)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let addr = |s: &str| s.parse().expect("default listen address");
+        Listen {
+            proxy: addr(file::DEFAULT_PROXY),
+            admin: addr(file::DEFAULT_ADMIN),
+            cluster: addr(file::DEFAULT_CLUSTER),
+            proxy_tls: None,
+        }
+    }
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: file::DEFAULT_HEARTBEAT_MS,
+            election_timeout_ms: file::DEFAULT_ELECTION_TIMEOUT_MS,
+            snapshot_every: file::DEFAULT_SNAPSHOT_EVERY,
+            logs_to_keep: file::DEFAULT_LOGS_TO_KEEP,
+        }
+    }
+}
+
+impl RaftTiming {
+    /// Exclusive upper bound of the election timeout: twice the lower bound.
+    pub fn election_timeout_max_ms(&self) -> u64 {
+        self.election_timeout_ms * 2
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: file::DEFAULT_MAX_HEADER_BYTES,
+            max_headers: file::DEFAULT_MAX_HEADERS,
+            max_body_bytes: file::DEFAULT_MAX_BODY_BYTES,
+            header_timeout_ms: file::DEFAULT_HEADER_TIMEOUT_MS,
+        }
+    }
+}
+
+impl Limits {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+}
+
+impl FromStr for Member {
+    type Err = ParseMemberError;
+
+    fn from_str(s: &str) -> Result<Member, ParseMemberError> {
+        let s = s.trim();
+        let fail = |reason| ParseMemberError {
+            input: s.to_owned(),
+            reason,
+        };
+        let (id, addr) = s.split_once('@').ok_or_else(|| fail("missing \"ID@\""))?;
+        let id = id
+            .parse()
+            .map_err(|_| fail("ID must be an unsigned integer"))?;
+        let (_, port) = check_host_port(addr).map_err(fail)?;
+        if port == 0 {
+            return Err(fail("port 0 cannot be dialled"));
+        }
+        Ok(Member {
+            id,
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not ID@HOST:PORT ({reason})")]
+pub struct ParseMemberError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+/// A file and, when known, a line: displays as `config FILE` or `config FILE:LINE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct At {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}", self.file.display())?;
+        match self.line {
+            Some(line) => write!(f, ":{line}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A key and where its value came from: displays as
+/// `config FILE[:LINE]: key "a.b"` or `config FILE: key "a.b" (from RAFTGATE_A_B)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub at: At,
+    pub key: String,
+    /// Set by the key's `RAFTGATE_*` env var rather than the file.
+    pub from_env: bool,
+}
+
+impl Place {
+    /// The env var that set the value, if one did.
+    pub fn env_var(&self) -> Option<String> {
+        self.from_env.then(|| file::env_var_for(&self.key))
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: key {:?}", self.at, self.key)?;
+        match self.env_var() {
+            Some(var) => write!(f, " (from {var})"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {}: cannot read: {source}", file.display())]
+    Read { file: PathBuf, source: io::Error },
+
+    #[error("{at}: invalid TOML: {message}")]
+    Syntax { at: At, message: String },
+
+    #[error("{at}: unknown key {key:?}{}", expected_list(expected))]
+    UnknownKey {
+        at: At,
+        key: String,
+        expected: Vec<String>,
+    },
+
+    #[error("{place}: {message}")]
+    WrongType { place: Place, message: String },
+
+    #[error("{place}: required{when}")]
+    Required { place: Place, when: &'static str },
+
+    #[error("{place}: set either it or {other:?}, not both")]
+    Conflict { place: Place, other: String },
+
+    #[error("{place}: {value:?} is not a HOST:PORT address ({reason})")]
+    BadAddress {
+        place: Place,
+        value: String,
+        reason: &'static str,
+    },
+
+    #[error("{place}: cannot resolve {value:?}: {source}")]
+    Unresolvable {
+        place: Place,
+        value: String,
+        source: io::Error,
+    },
+
+    #[error("{place}: {source}")]
+    BadMember {
+        place: Place,
+        source: ParseMemberError,
+    },
+
+    #[error("{place}: member id {id} is listed more than once")]
+    DuplicateMember { place: Place, id: u64 },
+
+    #[error("{place}: address {addr:?} is listed for more than one member")]
+    DuplicateAddr { place: Place, addr: String },
+
+    #[error(
+        "{place}: this node (node_id = {node_id}) is not among the members {members:?}; \
+         add it, or set cluster.join = true for a new node joining an existing cluster"
+    )]
+    NotAMember {
+        place: Place,
+        node_id: u64,
+        members: Vec<u64>,
+    },
+
+    #[error("{place}: cannot read {}: {source}", path.display())]
+    ReadSecret {
+        place: Place,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("{place}: {problem}")]
+    Invalid { place: Place, problem: String },
+}
+
+fn expected_list(expected: &[String]) -> String {
+    if expected.is_empty() {
+        return String::new();
+    }
+    format!(" (expected one of: {})", expected.join(", "))
+}
+
+impl ConfigError {
+    /// The dotted key the error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::UnknownKey { key, .. } => Some(key),
+            ConfigError::WrongType { place, .. }
+            | ConfigError::Required { place, .. }
+            | ConfigError::Conflict { place, .. }
+            | ConfigError::BadAddress { place, .. }
+            | ConfigError::Unresolvable { place, .. }
+            | ConfigError::BadMember { place, .. }
+            | ConfigError::DuplicateMember { place, .. }
+            | ConfigError::DuplicateAddr { place, .. }
+            | ConfigError::NotAMember { place, .. }
+            | ConfigError::ReadSecret { place, .. }
+            | ConfigError::Invalid { place, .. } => Some(&place.key),
+        }
+    }
+}
+
+/// Reads, overlays env and validates the config file at `path`.
+pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    from_str(&text, path, env)
+}
+
+/// Like [`load`] for text already in memory; `origin` names it in errors and anchors relative
+/// paths.
+pub fn from_str(text: &str, origin: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    let (mut raw, mut origin) = file::parse(text, origin)?;
+    raw.apply_env(env, &mut origin)?;
+    validate(raw, &origin)
+}
+
+/// Checks every value of `raw` and builds the typed config.
+fn validate(raw: FileConfig, origin: &file::Origin) -> Result<Config, ConfigError> {
+    let required = |key: &str| ConfigError::Required {
+        place: origin.place(key),
+        when: "",
+    };
+    let node_id = raw.node_id.ok_or_else(|| required("node_id"))?;
+    let data_dir = raw
+        .data_dir
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| required("data_dir"))?;
+    let workers = match raw.workers {
+        0 => default_workers(),
+        n => n,
+    };
+
+    let listen = Listen {
+        proxy: resolve(&raw.listen.proxy, origin.place("listen.proxy"))?,
+        admin: resolve(&raw.listen.admin, origin.place("listen.admin"))?,
+        cluster: resolve(&raw.listen.cluster, origin.place("listen.cluster"))?,
+        proxy_tls: match &raw.listen.proxy_tls {
+            Some(tls) => Some(resolve(&tls.addr, origin.place("listen.proxy_tls"))?),
+            None => None,
+        },
+    };
+
+    let cluster = raw.cluster;
+    let join = cluster.join;
+    let members = members(&cluster.members, node_id, join, listen.cluster, origin)?;
+
+    let secret = read_secret(
+        cluster.secret,
+        cluster.secret_file,
+        ("cluster.secret", "cluster.secret_file"),
+        origin,
+    )?;
+    if secret.is_none() && (members.len() > 1 || join) {
+        return Err(ConfigError::Required {
+            place: origin.place("cluster.secret"),
+            when: if join {
+                " when cluster.join = true (or set cluster.secret_file)"
+            } else {
+                " when the cluster has more than one member (or set cluster.secret_file)"
+            },
+        });
+    }
+    let admin_token = read_secret(
+        raw.admin.token,
+        raw.admin.token_file,
+        ("admin.token", "admin.token_file"),
+        origin,
+    )?;
+
+    let raft = RaftTiming {
+        heartbeat_ms: positive(cluster.heartbeat_ms, "cluster.heartbeat_ms", origin)?,
+        election_timeout_ms: positive(
+            cluster.election_timeout_ms,
+            "cluster.election_timeout_ms",
+            origin,
+        )?,
+        snapshot_every: positive(cluster.snapshot_every, "cluster.snapshot_every", origin)?,
+        logs_to_keep: cluster.logs_to_keep,
+    };
+    if raft.heartbeat_ms >= raft.election_timeout_ms {
+        return Err(ConfigError::Invalid {
+            place: origin.place("cluster.heartbeat_ms"),
+            problem: format!(
+                "{} must be less than cluster.election_timeout_ms ({}), or followers start \
+                 elections between heartbeats",
+                raft.heartbeat_ms, raft.election_timeout_ms
+            ),
+        });
+    }
+
+    let l = raw.limits;
+    let limits = Limits {
+        max_header_bytes: positive(l.max_header_bytes, "limits.max_header_bytes", origin)?,
+        max_headers: positive(l.max_headers, "limits.max_headers", origin)?,
+        max_body_bytes: positive(l.max_body_bytes, "limits.max_body_bytes", origin)?,
+        header_timeout_ms: positive(l.header_timeout_ms, "limits.header_timeout_ms", origin)?,
+    };
+
+    Ok(Config {
+        node_id,
+        data_dir,
+        workers,
+        listen,
+        members,
+        join,
+        secret,
+        admin_token,
+        raft,
+        limits,
+    })
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Checks HOST:PORT syntax without resolving: a non-empty host (IPv6 in brackets) and a port.
+fn check_host_port(s: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = s.rsplit_once(':').ok_or("missing \":PORT\"")?;
+    let port = port
+        .parse()
+        .map_err(|_| "PORT must be a number from 0 to 65535")?;
+    if host.is_empty() {
+        return Err("missing HOST");
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .and_then(|ip| ip.parse::<Ipv6Addr>().ok())
+            .ok_or("bad IPv6 address in brackets")?;
+    } else if host.contains(':') {
+        return Err("an IPv6 HOST goes in brackets, like [::1]:8000");
+    } else if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err("HOST has a character that is not allowed in a host name");
+    }
+    Ok((host, port))
+}
+
+/// HOST:PORT → the first address it resolves to.
+fn resolve(value: &str, place: Place) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    if let Err(reason) = check_host_port(value) {
+        return Err(ConfigError::BadAddress {
+            place,
+            value: value.to_owned(),
+            reason,
+        });
+    }
+    let first = value
+        .to_socket_addrs()
+        .and_then(|mut addrs| addrs.next().ok_or_else(|| io::Error::other("no address")));
+    first.map_err(|source| ConfigError::Unresolvable {
+        place,
+        value: value.to_owned(),
+        source,
+    })
+}
+
+fn members(
+    written: &[String],
+    node_id: u64,
+    join: bool,
+    cluster_addr: SocketAddr,
+    origin: &file::Origin,
+) -> Result<Vec<Member>, ConfigError> {
+    let place = || origin.place("cluster.members");
+    if written.is_empty() && !join {
+        return Ok(vec![Member {
+            id: node_id,
+            addr: cluster_addr.to_string(),
+        }]);
+    }
+    let mut members = Vec::with_capacity(written.len());
+    let (mut ids, mut addrs) = (BTreeSet::new(), BTreeSet::new());
+    for m in written {
+        let m: Member = m.parse().map_err(|source| ConfigError::BadMember {
+            place: place(),
+            source,
+        })?;
+        if !ids.insert(m.id) {
+            return Err(ConfigError::DuplicateMember {
+                place: place(),
+                id: m.id,
+            });
+        }
+        if !addrs.insert(m.addr.clone()) {
+            return Err(ConfigError::DuplicateAddr {
+                place: place(),
+                addr: m.addr,
+            });
+        }
+        members.push(m);
+    }
+    if !join && !ids.contains(&node_id) {
+        return Err(ConfigError::NotAMember {
+            place: place(),
+            node_id,
+            members: ids.into_iter().collect(),
+        });
+    }
+    Ok(members)
+}
+
+/// One secret given inline or by file (exactly one of them, or neither). A file's trailing
+/// newline is not part of the secret; an empty secret is refused rather than taken as "none".
+fn read_secret(
+    inline: Option<String>,
+    path: Option<PathBuf>,
+    (key, key_file): (&str, &str),
+    origin: &file::Origin,
+) -> Result<Option<String>, ConfigError> {
+    let (value, key) = match (inline, path) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Conflict {
+                place: origin.place(key),
+                other: key_file.to_owned(),
+            })
+        }
+        (Some(value), None) => (value, key),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadSecret {
+                    place: origin.place(key_file),
+                    path: path.clone(),
+                    source,
+                })?;
+            (text.trim_end_matches(['\n', '\r']).to_owned(), key_file)
+        }
+    };
+    if value.is_empty() {
+        return Err(ConfigError::Invalid {
+            place: origin.place(key),
+            problem: "must not be empty".into(),
+        });
+    }
+    Ok(Some(value))
+}
+
+fn positive<T: Default + PartialEq>(
+    value: T,
+    key: &str,
+    origin: &file::Origin,
+) -> Result<T, ConfigError> {
+    if value == T::default() {
+        return Err(ConfigError::Invalid {
+            place: origin.place(key),
+            problem: "must be greater than 0".into(),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+#[path = "config_test.rs"]
+mod tests;

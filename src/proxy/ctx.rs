@@ -1,0 +1,40 @@
+//! `RequestCtx`: what the phases learn about one request, passed `&mut` from phase to phase.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::routing::CompiledRoute;
+
+pub struct RequestCtx {
+    pub started: Instant,
+    /// Kept from the client's `X-Request-Id` or generated.
+    pub request_id: String,
+    /// The normalised request path.
+    pub path: String,
+    pub route: Option<Arc<CompiledRoute>>,
+    /// The path sent upstream (after `strip_path`), without the target's base path.
+    pub forward_path: String,
+    /// Index into the route's targets.
+    pub target: Option<usize>,
+    pub status: u16,
+    pub upstream_started: Option<Instant>,
+}
+
+impl RequestCtx {
+    pub fn new(request_id: String) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request_id,
+            path: String::new(),
+            route: None,
+            forward_path: String::new(),
+            target: None,
+            status: 0,
+            upstream_started: None,
+        }
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route.as_ref().map(|r| r.name()).unwrap_or("none")
+    }
+}

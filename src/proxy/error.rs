@@ -1,0 +1,77 @@
+//! `ProxyError`: every gateway-made answer, with where it came from, and its one mapping to the
+//! status table of API.md §4.
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+
+/// Who caused a failure: the client's request, the upstream, or the gateway itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Client,
+    Upstream,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no route matches {method} {host}{path}")]
+    NoRoute {
+        method: String,
+        host: String,
+        path: String,
+    },
+    /// Nothing reached the upstream: another target may be tried for any method.
+    #[error("cannot connect to the upstream {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("the upstream {target} failed: {reason}")]
+    BadGateway { target: String, reason: String },
+    #[error("the upstream {target} did not answer within {ms} ms")]
+    Timeout { target: String, ms: u64 },
+}
+
+impl ProxyError {
+    pub fn source(&self) -> Source {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::NoRoute { .. } => Source::Client,
+            _ => Source::Upstream,
+        }
+    }
+
+    /// Safe to send again to another target whatever the method: the request never left.
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, ProxyError::Connect { .. })
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::Connect { .. } | ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::Connect { .. } | ProxyError::BadGateway { .. } => "bad_gateway",
+            ProxyError::Timeout { .. } => "upstream_timeout",
+        }
+    }
+
+    /// The JSON body clients see. Upstream addresses stay in the log, not in the answer.
+    pub fn response(&self, request_id: &str) -> HttpResponse {
+        let message = match self.source() {
+            Source::Client => self.to_string(),
+            Source::Upstream => match self {
+                ProxyError::Timeout { .. } => "the upstream did not answer in time".to_string(),
+                _ => "the upstream could not be reached or answered badly".to_string(),
+            },
+        };
+        HttpResponse::build(self.status())
+            .insert_header(("X-Request-Id", request_id))
+            .json(serde_json::json!({"error": {"code": self.code(), "message": message}}))
+    }
+}

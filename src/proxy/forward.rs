@@ -1,0 +1,202 @@
+//! Phase `forward`: send the request to the chosen target with awc, streaming the body both
+//! ways, and turn the upstream's answer into the client's.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::error::{ConnectError, SendRequestError};
+
+use super::ctx::RequestCtx;
+use super::error::ProxyError;
+
+/// Upstream HTTP clients of one worker, one per connect timeout (awc sets that per client).
+/// Each keeps its own keep-alive pool.
+#[derive(Default)]
+pub struct Upstreams {
+    clients: RefCell<HashMap<u64, awc::Client>>,
+}
+
+impl Upstreams {
+    fn client(&self, connect_ms: u64) -> awc::Client {
+        self.clients
+            .borrow_mut()
+            .entry(connect_ms)
+            .or_insert_with(|| {
+                let connector = awc::Connector::new()
+                    .timeout(Duration::from_millis(connect_ms))
+                    .limit(0)
+                    .conn_keep_alive(Duration::from_secs(30));
+                awc::Client::builder()
+                    .connector(connector)
+                    .disable_redirects()
+                    .no_default_headers()
+                    .timeout(Duration::from_secs(3600))
+                    .finish()
+            })
+            .clone()
+    }
+}
+
+/// Connection-level headers, never forwarded in either direction (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn is_hop_by_hop(name: &HeaderName, connection: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE || connection.contains(name)
+}
+
+/// Header names listed in `Connection`, which are hop-by-hop too.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+pub struct Forwarded {
+    pub response: HttpResponse,
+}
+
+/// Sends one attempt. The body is consumed only by the attempt that reaches the upstream; a
+/// connect failure leaves `body` in place for a retry.
+pub async fn forward(
+    ctx: &mut RequestCtx,
+    req: &HttpRequest,
+    body: &mut Option<web::Payload>,
+    upstreams: &Upstreams,
+) -> Result<Forwarded, ProxyError> {
+    let route = ctx.route.clone().expect("forward runs after route");
+    let target = &route.targets()[ctx.target.expect("forward runs after balance")];
+    let service = route.service();
+    let timeouts = route.route().timeouts.unwrap_or(service.timeouts);
+
+    let mut url = String::with_capacity(16 + target.authority.len() + ctx.forward_path.len());
+    url.push_str("http://");
+    url.push_str(&target.authority);
+    url.push_str(&target.base_path);
+    url.push_str(&ctx.forward_path);
+    if let Some(q) = req.uri().query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    let mut up = upstreams
+        .client(timeouts.connect_ms)
+        .request(req.method().clone(), url.as_str())
+        .no_decompress()
+        .timeout(Duration::from_millis(timeouts.request_ms));
+
+    let connection = connection_listed(req.headers());
+    for (name, value) in req.headers() {
+        if is_hop_by_hop(name, &connection)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name.as_str().starts_with("x-forwarded-")
+            || name == "x-request-id"
+        {
+            continue;
+        }
+        up = up.append_header((name.clone(), value.clone()));
+    }
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let xff = match req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) if !prior.is_empty() => format!("{prior}, {peer}"),
+        _ => peer,
+    };
+    up = up
+        .insert_header(("x-forwarded-for", xff))
+        .insert_header((
+            "x-forwarded-proto",
+            req.connection_info().scheme().to_string(),
+        ))
+        .insert_header(("x-request-id", ctx.request_id.as_str()));
+    if let Some(host) = req.headers().get(header::HOST) {
+        up = up.insert_header((HeaderName::from_static("x-forwarded-host"), host.clone()));
+    }
+
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let target_name = target.authority.clone();
+    ctx.upstream_started = Some(Instant::now());
+    let sent = match (length, chunked) {
+        (Some(len), _) if len > 0 => {
+            let payload = body.take().expect("the body is sent once");
+            up.send_body(SizedStream::new(len, payload)).await
+        }
+        (_, true) => {
+            let payload = body.take().expect("the body is sent once");
+            up.send_body(BodyStream::new(payload)).await
+        }
+        // No body: no `content-length: 0` on a GET that had none.
+        _ => up.send_body(actix_web::body::None::new()).await,
+    };
+    let resp = sent.map_err(|e| match e {
+        SendRequestError::Connect(ConnectError::Timeout) => ProxyError::Connect {
+            target: target_name.clone(),
+            reason: format!("connect timed out after {} ms", timeouts.connect_ms),
+        },
+        SendRequestError::Connect(c) => ProxyError::Connect {
+            target: target_name.clone(),
+            reason: c.to_string(),
+        },
+        SendRequestError::Timeout => ProxyError::Timeout {
+            target: target_name.clone(),
+            ms: timeouts.request_ms,
+        },
+        other => ProxyError::BadGateway {
+            target: target_name.clone(),
+            reason: other.to_string(),
+        },
+    })?;
+
+    let mut out = HttpResponse::build(resp.status());
+    let connection = connection_listed(resp.headers());
+    for (name, value) in resp.headers() {
+        if is_hop_by_hop(name, &connection) || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        out.append_header((name.clone(), value.clone()));
+    }
+    if !resp.headers().contains_key("x-request-id") {
+        out.insert_header((
+            "x-request-id",
+            HeaderValue::from_str(&ctx.request_id).unwrap_or(HeaderValue::from_static("")),
+        ));
+    }
+    let resp_len = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    ctx.status = resp.status().as_u16();
+    let response = match resp_len {
+        _ if req.method() == actix_web::http::Method::HEAD => out.finish(),
+        Some(len) => out.body(SizedStream::new(len, resp)),
+        None => out.body(BodyStream::new(resp)),
+    };
+    Ok(Forwarded { response })
+}

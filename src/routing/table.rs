@@ -1,0 +1,535 @@
+//! The compiled route table: built once per config revision from the cluster state, then read
+//! without locks by every request to pick its route in the order of API.md §3.2.
+//!
+//! No request scans every route. Routes are indexed by host (exact, `*.` wildcard suffix, none),
+//! and under each host by exact path and by prefix in hash maps; a request looks up its own path
+//! and each of its segment-boundary prefixes, and only regexes are scanned. The best candidate
+//! from every index is compared under one ordering key, so priority wins across indexes.
+
+use std::borrow::Cow;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use raftgate_cluster::spec::{
+    parse_path_pattern, parse_target_url, PathPattern, Route, Service, TargetUrl,
+};
+use regex::{Regex, RegexBuilder};
+
+use super::normalize::normalize_path;
+use super::picker::Picker;
+
+/// The same compile budget `Route::validate` allowed.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A route ready to serve: its spec, its service and the service's parsed targets.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    route: Arc<Route>,
+    service: Arc<Service>,
+    targets: Arc<[TargetUrl]>,
+    /// The service's target picker, shared by every route of the service.
+    picker: Arc<Picker>,
+    methods: MethodSet,
+}
+
+impl CompiledRoute {
+    pub fn name(&self) -> &str {
+        &self.route.name
+    }
+
+    pub fn route(&self) -> &Arc<Route> {
+        &self.route
+    }
+
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// The service's targets, parsed; index `i` is `service().targets[i]` (and its weight).
+    /// Shared by every route of the service.
+    pub fn targets(&self) -> &Arc<[TargetUrl]> {
+        &self.targets
+    }
+
+    pub fn picker(&self) -> &Picker {
+        &self.picker
+    }
+
+    fn accepts<'h>(&self, req: &Request<'_, impl Fn(&str) -> Option<&'h str>>) -> bool {
+        self.methods
+            .allows(req.method, req.method_bit, &self.route.methods)
+            && self
+                .route
+                .headers
+                .iter()
+                .all(|(name, want)| (req.headers)(name) == Some(want.as_str()))
+    }
+}
+
+/// Which kind of path pattern matched; exact beats prefix beats regex at equal priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MatchKind {
+    Exact,
+    Prefix,
+    Regex,
+}
+
+/// The route chosen for a request, borrowed from the table it was found in.
+#[derive(Clone, Copy, Debug)]
+pub struct Match<'t> {
+    route: &'t Arc<CompiledRoute>,
+    kind: MatchKind,
+    strip_len: usize,
+}
+
+impl<'t> Match<'t> {
+    /// Clone the `Arc` to keep the route beyond the table snapshot.
+    pub fn route(&self) -> &'t Arc<CompiledRoute> {
+        self.route
+    }
+
+    pub fn kind(&self) -> MatchKind {
+        self.kind
+    }
+
+    /// How many leading bytes of the request path `strip_path` removes: the matched prefix
+    /// without its trailing `/` (0 for `/`, regex and exact matches).
+    pub fn strip_len(&self) -> usize {
+        self.strip_len
+    }
+
+    /// The path to forward (before the target's base path), given the path `find` was called
+    /// with. With `strip_path`, a prefix match drops the prefix (`/api` from `/api/x` gives `/x`,
+    /// from `/api` gives `/`) and an exact match drops the whole path (`/`); a regex match
+    /// strips nothing.
+    pub fn forward_path<'p>(&self, path: &'p str) -> Cow<'p, str> {
+        if !self.route.route.strip_path {
+            return Cow::Borrowed(path);
+        }
+        match self.kind {
+            MatchKind::Regex => Cow::Borrowed(path),
+            MatchKind::Exact => Cow::Borrowed("/"),
+            MatchKind::Prefix => match path.get(self.strip_len..) {
+                Some(rest) if rest.starts_with('/') => Cow::Borrowed(rest),
+                // The matched prefix is the whole path.
+                _ => Cow::Borrowed("/"),
+            },
+        }
+    }
+}
+
+/// The routes of one config revision, indexed for `find`.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    revision: u64,
+    /// Every compiled route, by name.
+    by_name: BTreeMap<String, Arc<CompiledRoute>>,
+    /// Routes without `hosts`.
+    any_host: PathIndex,
+    exact_hosts: HashMap<Box<str>, PathIndex>,
+    /// Keyed by the suffix after `*.`: `*.example.com` is under `example.com`.
+    wildcard_hosts: HashMap<Box<str>, PathIndex>,
+}
+
+impl RouteTable {
+    /// Compiles validated routes. A route that still cannot be compiled (unknown service,
+    /// unparsable target, pattern that does not compile or normalise) is skipped with a warning
+    /// rather than failing the whole revision.
+    pub fn compile<'a>(
+        routes: impl IntoIterator<Item = &'a Arc<Route>>,
+        services: &BTreeMap<String, Arc<Service>>,
+        revision: u64,
+    ) -> RouteTable {
+        let mut table = RouteTable {
+            revision,
+            ..RouteTable::default()
+        };
+        let mut targets_by_service: HashMap<&str, Option<(Arc<[TargetUrl]>, Arc<Picker>)>> =
+            HashMap::new();
+        for route in routes {
+            let Some(service) = services.get(&route.service) else {
+                tracing::warn!(route = %route.name, service = %route.service, "route skipped: unknown service");
+                continue;
+            };
+            let targets = targets_by_service
+                .entry(route.service.as_str())
+                .or_insert_with(|| {
+                    parse_targets(service).map(|t| (t, Arc::new(Picker::new(service))))
+                })
+                .clone();
+            let Some((targets, picker)) = targets else {
+                tracing::warn!(route = %route.name, service = %route.service, "route skipped: its service has an unparsable target");
+                continue;
+            };
+            let patterns = match compile_patterns(route) {
+                Ok(patterns) => patterns,
+                Err(error) => {
+                    tracing::warn!(route = %route.name, %error, "route skipped");
+                    continue;
+                }
+            };
+            let compiled = Arc::new(CompiledRoute {
+                route: Arc::clone(route),
+                service: Arc::clone(service),
+                targets,
+                picker,
+                methods: MethodSet::new(&route.methods),
+            });
+            table.insert(&compiled, &patterns);
+            table.by_name.insert(route.name.clone(), compiled);
+        }
+        table.any_host.finish();
+        for index in table.exact_hosts.values_mut() {
+            index.finish();
+        }
+        for index in table.wildcard_hosts.values_mut() {
+            index.finish();
+        }
+        table
+    }
+
+    /// The config revision this table was compiled from.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// How many routes compiled.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<CompiledRoute>> {
+        self.by_name.get(name)
+    }
+
+    /// Picks the route for a request. `host` is lower case without a port, `path` is normalised
+    /// (`normalize_path`) without the query, and `headers` looks a header up by lower-case name.
+    pub fn find<'h>(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        headers: impl Fn(&str) -> Option<&'h str>,
+    ) -> Option<Match<'_>> {
+        let req = Request {
+            method,
+            method_bit: method_bit(method),
+            path,
+            headers,
+        };
+        let mut best = None;
+        self.any_host.search(&req, &mut best);
+        if let Some(index) = self.exact_hosts.get(host) {
+            index.search(&req, &mut best);
+        }
+        if !self.wildcard_hosts.is_empty() {
+            // `*.example.com` covers `a.example.com` and `a.b.example.com`, not `example.com`:
+            // look up every suffix that follows a dot.
+            let mut rest = host;
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(index) = self.wildcard_hosts.get(rest) {
+                    index.search(&req, &mut best);
+                }
+            }
+        }
+        best.map(|c: Candidate<'_>| Match {
+            route: c.route,
+            kind: c.kind,
+            strip_len: c.strip_len,
+        })
+    }
+
+    fn insert(&mut self, route: &Arc<CompiledRoute>, patterns: &[Pattern]) {
+        let mut hosts: Vec<&str> = route.route.hosts.iter().map(String::as_str).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        if hosts.is_empty() {
+            self.any_host.insert(route, patterns);
+        }
+        for host in hosts {
+            let index = match host.strip_prefix("*.") {
+                Some(suffix) => self.wildcard_hosts.entry(suffix.into()).or_default(),
+                None => self.exact_hosts.entry(host.into()).or_default(),
+            };
+            index.insert(route, patterns);
+        }
+    }
+}
+
+fn parse_targets(service: &Service) -> Option<Arc<[TargetUrl]>> {
+    let parsed: Result<Vec<_>, _> = service
+        .targets
+        .iter()
+        .map(|t| parse_target_url(&t.url))
+        .collect();
+    parsed.ok().map(Arc::from)
+}
+
+/// A route's path pattern, compiled. Exact and prefix patterns are normalised like request
+/// paths, so `/a//b` as a pattern still matches.
+#[derive(Clone, Debug)]
+enum Pattern {
+    Exact(Box<str>),
+    Prefix(Box<str>),
+    Regex(Regex),
+}
+
+fn compile_patterns(route: &Route) -> Result<Vec<Pattern>, String> {
+    if route.paths.is_empty() {
+        return Ok(vec![Pattern::Prefix("/".into())]);
+    }
+    let normal = |p: &str| {
+        normalize_path(p)
+            .map(|n| n.into())
+            .map_err(|e| format!("path {p:?}: {e}"))
+    };
+    route
+        .paths
+        .iter()
+        .map(|p| match parse_path_pattern(p) {
+            PathPattern::Exact(s) => normal(s).map(Pattern::Exact),
+            PathPattern::Prefix(s) => normal(s).map(Pattern::Prefix),
+            PathPattern::Regex(re) => RegexBuilder::new(re)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map(Pattern::Regex)
+                .map_err(|e| format!("regex {re:?}: {e}")),
+        })
+        .collect()
+}
+
+/// What `find` matches against, bundled so each index gets one argument.
+struct Request<'a, H> {
+    method: &'a str,
+    method_bit: u16,
+    path: &'a str,
+    headers: H,
+}
+
+/// A route that matched, with what the matching order needs.
+#[derive(Clone, Copy)]
+struct Candidate<'t> {
+    route: &'t Arc<CompiledRoute>,
+    kind: MatchKind,
+    /// Length of the matched prefix pattern, the "longest prefix" of the matching order.
+    prefix_len: usize,
+    strip_len: usize,
+}
+
+impl Candidate<'_> {
+    /// Smaller is better: priority, then kind, then prefix length, then name.
+    fn key(&self) -> (Reverse<i32>, MatchKind, Reverse<usize>, &str) {
+        (
+            Reverse(self.route.route.priority),
+            self.kind,
+            Reverse(self.prefix_len),
+            &self.route.route.name,
+        )
+    }
+
+    fn beats(&self, best: &Option<Candidate<'_>>) -> bool {
+        match best {
+            None => true,
+            Some(best) => self.key().cmp(&best.key()) == Ordering::Less,
+        }
+    }
+}
+
+/// The routes of one host group, by path.
+#[derive(Debug, Default)]
+struct PathIndex {
+    exact: HashMap<Box<str>, Vec<Arc<CompiledRoute>>>,
+    prefix: HashMap<Box<str>, PrefixBucket>,
+    /// No prefix key is longer, so longer request prefixes need no lookup.
+    max_prefix_len: usize,
+    regex: Vec<RegexEntry>,
+}
+
+#[derive(Debug)]
+struct PrefixBucket {
+    strip_len: usize,
+    routes: Vec<Arc<CompiledRoute>>,
+}
+
+#[derive(Debug)]
+struct RegexEntry {
+    regex: Regex,
+    route: Arc<CompiledRoute>,
+}
+
+/// Route order inside one bucket, where kind and prefix length are equal.
+fn bucket_order(r: &Arc<CompiledRoute>) -> (Reverse<i32>, &str) {
+    (Reverse(r.route.priority), &r.route.name)
+}
+
+impl PathIndex {
+    fn insert(&mut self, route: &Arc<CompiledRoute>, patterns: &[Pattern]) {
+        for pattern in patterns {
+            match pattern {
+                Pattern::Exact(path) => self
+                    .exact
+                    .entry(path.clone())
+                    .or_default()
+                    .push(Arc::clone(route)),
+                Pattern::Prefix(prefix) => self
+                    .prefix
+                    .entry(prefix.clone())
+                    .or_insert_with(|| PrefixBucket {
+                        // `/users/` strips like `/users`, so the rest keeps its leading `/`.
+                        strip_len: prefix.trim_end_matches('/').len(),
+                        routes: Vec::new(),
+                    })
+                    .routes
+                    .push(Arc::clone(route)),
+                Pattern::Regex(regex) => self.regex.push(RegexEntry {
+                    regex: regex.clone(),
+                    route: Arc::clone(route),
+                }),
+            }
+        }
+    }
+
+    /// Sorts every bucket best-first, so a search can stop at the first route that passes its
+    /// filters, and drops duplicates (a route listing a path or host twice).
+    fn finish(&mut self) {
+        let sort = |routes: &mut Vec<Arc<CompiledRoute>>| {
+            routes.sort_by(|a, b| bucket_order(a).cmp(&bucket_order(b)));
+            routes.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        };
+        self.exact.values_mut().for_each(sort);
+        self.prefix.values_mut().for_each(|b| sort(&mut b.routes));
+        self.max_prefix_len = self.prefix.keys().map(|k| k.len()).max().unwrap_or(0);
+        self.regex
+            .sort_by(|a, b| bucket_order(&a.route).cmp(&bucket_order(&b.route)));
+        self.regex.dedup_by(|a, b| {
+            Arc::ptr_eq(&a.route, &b.route) && a.regex.as_str() == b.regex.as_str()
+        });
+    }
+
+    fn search<'t, 'h>(
+        &'t self,
+        req: &Request<'_, impl Fn(&str) -> Option<&'h str>>,
+        best: &mut Option<Candidate<'t>>,
+    ) {
+        let path = req.path;
+        if !self.exact.is_empty() {
+            if let Some(routes) = self.exact.get(path) {
+                offer(routes, MatchKind::Exact, path.len(), 0, req, best);
+            }
+        }
+        if !self.prefix.is_empty() {
+            let mut lookup = |key: &str| {
+                if let Some(bucket) = self.prefix.get(key) {
+                    let (len, strip) = (key.len(), bucket.strip_len);
+                    offer(&bucket.routes, MatchKind::Prefix, len, strip, req, best);
+                }
+            };
+            // A prefix matches at a segment boundary: `/users` matches when the path is `/users`
+            // or goes on with `/`; `/users/` matches when the path starts with it.
+            for (i, _) in path.match_indices('/') {
+                if i > self.max_prefix_len {
+                    break;
+                }
+                if i > 0 {
+                    lookup(&path[..i]);
+                }
+                if i < self.max_prefix_len {
+                    lookup(&path[..=i]);
+                }
+            }
+            if !path.ends_with('/') && path.len() <= self.max_prefix_len {
+                lookup(path);
+            }
+        }
+        for entry in &self.regex {
+            let candidate = Candidate {
+                route: &entry.route,
+                kind: MatchKind::Regex,
+                prefix_len: 0,
+                strip_len: 0,
+            };
+            // Sorted best-first: once one cannot win, none after it can.
+            if !candidate.beats(best) {
+                break;
+            }
+            if entry.route.accepts(req) && entry.regex.is_match(path) {
+                *best = Some(candidate);
+                break;
+            }
+        }
+    }
+}
+
+/// Offers the best route of a sorted bucket that passes the method and header filters.
+fn offer<'t, 'h>(
+    routes: &'t [Arc<CompiledRoute>],
+    kind: MatchKind,
+    prefix_len: usize,
+    strip_len: usize,
+    req: &Request<'_, impl Fn(&str) -> Option<&'h str>>,
+    best: &mut Option<Candidate<'t>>,
+) {
+    for route in routes {
+        let candidate = Candidate {
+            route,
+            kind,
+            prefix_len,
+            strip_len,
+        };
+        if !candidate.beats(best) {
+            return;
+        }
+        if route.accepts(req) {
+            *best = Some(candidate);
+            return;
+        }
+    }
+}
+
+/// The methods a route allows, as bits of `METHODS`, so the check costs no string compare.
+#[derive(Clone, Copy, Debug)]
+struct MethodSet(u16);
+
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+/// Any method not in `METHODS`.
+const OTHER_METHOD: u16 = 1 << 15;
+const ANY_METHOD: u16 = u16::MAX;
+
+fn method_bit(method: &str) -> u16 {
+    match METHODS.iter().position(|m| *m == method) {
+        Some(i) => 1 << i,
+        None => OTHER_METHOD,
+    }
+}
+
+impl MethodSet {
+    fn new(methods: &[String]) -> MethodSet {
+        if methods.is_empty() {
+            return MethodSet(ANY_METHOD);
+        }
+        MethodSet(methods.iter().fold(0, |set, m| set | method_bit(m)))
+    }
+
+    fn allows(self, method: &str, bit: u16, listed: &[String]) -> bool {
+        match self.0 {
+            ANY_METHOD => true,
+            // Validation only admits `METHODS`; compare names for anything else.
+            set if bit == OTHER_METHOD => {
+                set & OTHER_METHOD != 0 && listed.iter().any(|m| m == method)
+            }
+            set => set & bit != 0,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "table_test.rs"]
+mod tests;

@@ -1,0 +1,9 @@
+//! Cluster integration tests: n raftgate nodes in one process on port 0.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admin_errors;
+mod failover;
+mod replication;
+mod restart;

@@ -1,0 +1,423 @@
+//! Integration harness: a mock upstream on port 0 and `Cluster::bootstrap(n)`, n raftgate nodes
+//! in this process on port 0, plus a small admin/proxy client. Everything polls with deadlines.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use raftgate::config::{Config, Listen, Member};
+use raftgate::{Gateway, Listeners};
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "test-token";
+pub const SECRET: &str = "test-secret";
+/// Generous: the suite must pass on a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `f` until it returns `Some`, failing the test at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn bind0() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0")
+}
+
+/// One node's fixed identity: its addresses and data dir survive restarts.
+pub struct NodeSlot {
+    pub config: Config,
+    pub gateway: Option<Gateway>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<NodeSlot>,
+    pub dir: tempfile::TempDir,
+    pub client: awc::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn revision(&self) -> u64 {
+        self.headers
+            .get("x-raftgate-revision")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("X-Raftgate-Revision header")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .disable_redirects()
+        .finish()
+}
+
+/// Tunes a node config for tests: fast Raft, one worker, small snapshots when asked.
+pub type Tune = fn(&mut Config);
+
+impl Cluster {
+    pub async fn bootstrap(n: usize) -> Cluster {
+        Cluster::bootstrap_with(n, |_| {}).await
+    }
+
+    pub async fn bootstrap_with(n: usize, tune: impl Fn(&mut Config)) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(Listeners {
+                proxy: bind0(),
+                admin: bind0(),
+                cluster: bind0(),
+            });
+        }
+        let members: Vec<Member> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Member {
+                id: i as u64 + 1,
+                addr: l.cluster.local_addr().unwrap().to_string(),
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            let listen = Listen {
+                proxy: l.proxy.local_addr().unwrap(),
+                admin: l.admin.local_addr().unwrap(),
+                cluster: l.cluster.local_addr().unwrap(),
+                proxy_tls: None,
+            };
+            let mut c = Config::new(
+                i as u64 + 1,
+                dir.path().join(format!("node{}", i + 1)),
+                listen,
+            );
+            c.members = members.clone();
+            c.secret = Some(SECRET.into());
+            c.admin_token = Some(TOKEN.into());
+            c.workers = 1;
+            c.raft.heartbeat_ms = 100;
+            c.raft.election_timeout_ms = 600;
+            tune(&mut c);
+            nodes.push(NodeSlot {
+                config: c,
+                gateway: None,
+            });
+        }
+        for (slot, l) in nodes.iter_mut().zip(listeners) {
+            slot.gateway = Some(
+                raftgate::start(slot.config.clone(), l)
+                    .await
+                    .expect("node starts"),
+            );
+        }
+        let cluster = Cluster {
+            nodes,
+            dir,
+            client: client(),
+        };
+        cluster.wait_leader().await;
+        cluster
+    }
+
+    pub fn gateway(&self, i: usize) -> &Gateway {
+        self.nodes[i].gateway.as_ref().expect("node is running")
+    }
+
+    pub fn proxy_url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.nodes[i].config.listen.proxy, path)
+    }
+
+    pub fn admin_url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.nodes[i].config.listen.admin, path)
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.gateway.is_some())
+            .map(|(i, _)| i)
+    }
+
+    /// Waits until the running nodes agree on a leader that is one of them; its index.
+    pub async fn wait_leader(&self) -> usize {
+        eventually("a leader among the running nodes", || async {
+            let leaders: Vec<Option<u64>> = self
+                .running()
+                .map(|i| self.gateway(i).node.leader())
+                .collect();
+            let first = leaders[0]?;
+            let idx = first as usize - 1;
+            (leaders.iter().all(|l| *l == Some(first)) && self.nodes[idx].gateway.is_some())
+                .then_some(idx)
+        })
+        .await
+    }
+
+    pub fn follower(&self, leader: usize) -> usize {
+        self.running()
+            .find(|i| *i != leader)
+            .expect("a running follower")
+    }
+
+    /// Stops node `i` abruptly; its data dir stays.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(g) = self.nodes[i].gateway.take() {
+            g.kill().await;
+        }
+    }
+
+    /// Starts node `i` again on its old addresses and data dir.
+    pub async fn restart(&mut self, i: usize) {
+        let c = self.nodes[i].config.clone();
+        let listeners = eventually("the node's old ports to be free", || async {
+            Listeners::bind(&c).ok()
+        })
+        .await;
+        self.nodes[i].gateway = Some(raftgate::start(c, listeners).await.expect("node restarts"));
+    }
+
+    pub async fn admin(&self, i: usize, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.admin_with(i, method, path, body, &[]).await
+    }
+
+    pub async fn admin_with(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), self.admin_url(i, path))
+            .insert_header(("authorization", format!("Bearer {TOKEN}")));
+        for h in headers {
+            req = req.insert_header(*h);
+        }
+        let resp = match body {
+            Some(b) => {
+                req.insert_header(("content-type", "application/json"))
+                    .send_body(b.to_string())
+                    .await
+            }
+            None => req.send().await,
+        };
+        into_reply(resp.expect("admin request")).await
+    }
+
+    pub async fn admin_raw(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), self.admin_url(i, path));
+        if let Some(t) = token {
+            req = req.insert_header(("authorization", format!("Bearer {t}")));
+        }
+        into_reply(
+            req.send_body(body.to_string())
+                .await
+                .expect("admin request"),
+        )
+        .await
+    }
+
+    pub async fn get(&self, i: usize, path: &str) -> Reply {
+        into_reply(
+            self.client
+                .get(self.proxy_url(i, path))
+                .send()
+                .await
+                .expect("proxy request"),
+        )
+        .await
+    }
+
+    /// Creates a service pointing at `upstream` and a prefix route for `path` on node `i`.
+    pub async fn route_to(&self, i: usize, name: &str, path: &str, upstream: SocketAddr) -> Reply {
+        let s = self
+            .admin(
+                i,
+                "PUT",
+                &format!("/services/{name}"),
+                Some(json!({"targets": [{"url": format!("http://{upstream}")}]})),
+            )
+            .await;
+        assert!(
+            s.status == 200 || s.status == 201,
+            "service: {} {}",
+            s.status,
+            s.text
+        );
+        let r = self
+            .admin(
+                i,
+                "PUT",
+                &format!("/routes/{name}"),
+                Some(json!({"service": name, "paths": [path]})),
+            )
+            .await;
+        assert!(
+            r.status == 200 || r.status == 201,
+            "route: {} {}",
+            r.status,
+            r.text
+        );
+        r
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(g) = self.nodes[i].gateway.take() {
+                g.kill().await;
+            }
+        }
+    }
+}
+
+pub async fn into_reply(
+    mut resp: awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+) -> Reply {
+    let bytes = resp.body().limit(64 << 20).await.expect("response body");
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    Reply {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+/// A mock upstream on port 0. `GET /slow?ms=N` sleeps first; `/big?bytes=N` streams N bytes;
+/// everything else echoes method, path, query, headers and the body length as JSON, tagged with
+/// the upstream's name.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Upstream {
+    pub fn start(name: &'static str) -> Upstream {
+        let listener = bind0();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(name))
+                .app_data(web::PayloadConfig::new(256 << 20))
+                .route("/slow", web::to(slow))
+                .route("/big", web::to(big))
+                .default_service(web::to(echo))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Upstream { addr, handle }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn echo(req: HttpRequest, body: web::Bytes, name: web::Data<&'static str>) -> HttpResponse {
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value::String(v.to_str().unwrap_or("").to_string()),
+            )
+        })
+        .collect();
+    HttpResponse::Ok()
+        .insert_header(("x-upstream", *name.get_ref()))
+        .insert_header(("connection", "x-secret-hop"))
+        .insert_header(("x-secret-hop", "must not reach the client"))
+        .json(json!({
+            "upstream": *name.get_ref(),
+            "method": req.method().as_str(),
+            "path": req.path(),
+            "query": req.query_string(),
+            "headers": headers,
+            "body_len": body.len(),
+            "body_sum": body.iter().map(|b| *b as u64).sum::<u64>(),
+        }))
+}
+
+#[derive(serde::Deserialize)]
+struct SlowQuery {
+    ms: u64,
+}
+
+async fn slow(q: web::Query<SlowQuery>) -> HttpResponse {
+    tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    HttpResponse::Ok().body("slow done")
+}
+
+#[derive(serde::Deserialize)]
+struct BigQuery {
+    bytes: usize,
+}
+
+async fn big(q: web::Query<BigQuery>) -> HttpResponse {
+    let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let n = q.bytes;
+    let stream = futures_util::stream::unfold(0usize, move |sent| {
+        let chunk = chunk.clone();
+        async move {
+            if sent >= n {
+                return None;
+            }
+            let take = (n - sent).min(chunk.len());
+            Some((Ok::<_, actix_web::Error>(chunk.slice(..take)), sent + take))
+        }
+    });
+    HttpResponse::Ok().streaming(stream)
+}
+
+/// A fresh data dir path for tests that build configs by hand.
+pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
