@@ -119,6 +119,9 @@ impl<'t> Match<'t> {
     }
 }
 
+/// A service's parsed targets and its picker, shared by all of its routes.
+type ServiceTargets = (Arc<[TargetUrl]>, Arc<Picker>);
+
 /// The routes of one config revision, indexed for `find`.
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -145,8 +148,7 @@ impl RouteTable {
             revision,
             ..RouteTable::default()
         };
-        let mut targets_by_service: HashMap<&str, Option<(Arc<[TargetUrl]>, Arc<Picker>)>> =
-            HashMap::new();
+        let mut targets_by_service: HashMap<&str, Option<ServiceTargets>> = HashMap::new();
         for route in routes {
             let Some(service) = services.get(&route.service) else {
                 tracing::warn!(route = %route.name, service = %route.service, "route skipped: unknown service");

@@ -330,6 +330,8 @@ pub async fn into_reply(
 /// the upstream's name.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// Requests currently inside `/slow`.
+    pub slow_inflight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -337,9 +339,12 @@ impl Upstream {
     pub fn start(name: &'static str) -> Upstream {
         let listener = bind0();
         let addr = listener.local_addr().unwrap();
+        let slow_inflight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = web::Data::from(slow_inflight.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(name))
+                .app_data(counter.clone())
                 .app_data(web::PayloadConfig::new(256 << 20))
                 .route("/slow", web::to(slow))
                 .route("/big", web::to(big))
@@ -352,7 +357,11 @@ impl Upstream {
         .run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        Upstream { addr, handle }
+        Upstream {
+            addr,
+            slow_inflight,
+            handle,
+        }
     }
 
     pub async fn stop(self) {
@@ -391,8 +400,14 @@ struct SlowQuery {
     ms: u64,
 }
 
-async fn slow(q: web::Query<SlowQuery>) -> HttpResponse {
+async fn slow(
+    q: web::Query<SlowQuery>,
+    inflight: web::Data<std::sync::atomic::AtomicUsize>,
+) -> HttpResponse {
+    use std::sync::atomic::Ordering;
+    inflight.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    inflight.fetch_sub(1, Ordering::SeqCst);
     HttpResponse::Ok().body("slow done")
 }
 
@@ -420,4 +435,42 @@ async fn big(q: web::Query<BigQuery>) -> HttpResponse {
 /// A fresh data dir path for tests that build configs by hand.
 pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
+}
+
+/// Sends raw bytes (for requests an HTTP client would refuse or rewrite) and reads the whole
+/// answer; the request should carry `Connection: close`.
+pub async fn raw_request(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// An upstream that answers every request with the same raw bytes, then closes: for responses
+/// an HTTP server library would not produce (a hop-by-hop header named in `Connection`).
+pub async fn raw_upstream(response: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    actix_rt::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            actix_rt::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
 }

@@ -1,0 +1,7 @@
+//! Proxy integration tests: a one-node cluster in front of mock upstreams.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod forwarding;
+mod upstream_failures;
