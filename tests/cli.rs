@@ -48,3 +48,23 @@ fn a_missing_secret_exits_2_before_binding_any_port() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cluster.secret"), "{err}");
 }
+
+#[test]
+fn the_example_node_configs_are_valid() {
+    let env: raftgate::config::MapEnv = [
+        ("RAFTGATE_CLUSTER_SECRET", "s"),
+        ("RAFTGATE_ADMIN_TOKEN", "t"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for i in 1..=3 {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("config/node{i}.example.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = raftgate::config::from_str(&text, &path, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.node_id, i);
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(c.listen.admin.to_string(), "127.0.0.1:8001");
+    }
+}

@@ -1,0 +1,274 @@
+//! Cluster benchmarks against three real `raftgate serve` processes on loopback:
+//!
+//! - `propagation`: acknowledged write → the route is served by all three proxies (p50/p99);
+//! - `writes`: admin writes per second with fsync, from concurrent clients spread over the nodes.
+//!
+//! ```text
+//! cargo build --release && cargo run --release --example cluster_bench -- all
+//! cargo run --release --example cluster_bench -- propagation --writes 300
+//! cargo run --release --example cluster_bench -- writes --clients 64 --seconds 5
+//! ```
+//! `RAFTGATE_BIN` picks the binary (default: target/release/raftgate).
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+const TOKEN: &str = "bench-token";
+
+struct Node {
+    proxy: String,
+    admin: String,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
+    let bin = std::env::var("RAFTGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/raftgate")
+        });
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build --release` first",
+        bin.display()
+    );
+    let ports: Vec<[u16; 3]> = (0..3)
+        .map(|_| [free_port(), free_port(), free_port()])
+        .collect();
+    let members: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("\"{}@127.0.0.1:{}\"", i + 1, p[2]))
+        .collect();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let config = dir.join(format!("node{}.toml", i + 1));
+            std::fs::write(
+                &config,
+                format!(
+                    "node_id = {}\ndata_dir = \"{}\"\nworkers = 1\n[listen]\nproxy = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ncluster = \"127.0.0.1:{}\"\n[cluster]\nmembers = [{}]\nsecret = \"bench\"\n[admin]\ntoken = \"{TOKEN}\"\n",
+                    i + 1,
+                    dir.join(format!("data{}", i + 1)).display(),
+                    p[0], p[1], p[2],
+                    members.join(", ")
+                ),
+            )
+            .unwrap();
+            let child = Command::new(&bin)
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start raftgate");
+            Node { proxy: format!("http://127.0.0.1:{}", p[0]), admin: format!("http://127.0.0.1:{}", p[1]), child }
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn admin_put(client: &awc::Client, url: String, body: String) -> Result<(), String> {
+    let resp = client
+        .put(url)
+        .insert_header(("authorization", format!("Bearer {TOKEN}")))
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .map_err(|e| e.to_string())?;
+    match resp.status().as_u16() {
+        200 | 201 => Ok(()),
+        s => Err(format!("status {s}")),
+    }
+}
+
+async fn wait_ready(client: &awc::Client, nodes: &[Node]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ok = 0;
+        for n in nodes {
+            let url = format!("{}/cluster", n.admin);
+            if let Ok(mut r) = client
+                .get(url)
+                .insert_header(("authorization", format!("Bearer {TOKEN}")))
+                .send()
+                .await
+            {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    ok += v["leader_id"].is_u64() as usize;
+                }
+            }
+        }
+        if ok == nodes.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not elect a leader within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn propagation(client: &awc::Client, nodes: &[Node], writes: usize) {
+    let mut acked = Vec::new();
+    let mut served = Vec::new();
+    for i in 0..writes {
+        let via = &nodes[i % nodes.len()];
+        let start = Instant::now();
+        admin_put(
+            client,
+            format!("{}/routes/p{i}", via.admin),
+            format!("{{\"service\":\"bench\",\"paths\":[\"/p{i}\"]}}"),
+        )
+        .await
+        .expect("route write");
+        let ack = Instant::now();
+        for n in nodes {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let r = client.get(format!("{}/p{i}", n.proxy)).send().await;
+                if matches!(&r, Ok(r) if r.status() == 200) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "route p{i} never served by {}",
+                    n.proxy
+                );
+            }
+        }
+        acked.push(ack - start);
+        served.push(ack.elapsed());
+    }
+    acked.sort();
+    served.sort();
+    println!("propagation over {writes} route writes (round-robin over 3 nodes):");
+    println!(
+        "  write acknowledged:             p50 {}  p99 {}",
+        ms(percentile(&acked, 0.5)),
+        ms(percentile(&acked, 0.99))
+    );
+    println!(
+        "  acknowledged -> served by all 3: p50 {}  p99 {}  max {}",
+        ms(percentile(&served, 0.5)),
+        ms(percentile(&served, 0.99)),
+        ms(*served.last().unwrap())
+    );
+}
+
+async fn writes(client: &awc::Client, nodes: &[Node], clients: usize, seconds: u64) {
+    let latencies = Rc::new(RefCell::new(Vec::new()));
+    let errors = Rc::new(RefCell::new(0usize));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let admin = nodes[c % nodes.len()].admin.clone();
+        let (client, latencies, errors) = (client.clone(), latencies.clone(), errors.clone());
+        tasks.push(actix_rt::spawn(async move {
+            let mut n = 0;
+            while Instant::now() < deadline && n < 1_000_000 {
+                let t = Instant::now();
+                let body = format!("{{\"targets\":[{{\"url\":\"http://127.0.0.1:9/{c}/{n}\"}}]}}");
+                match admin_put(&client, format!("{admin}/services/w{c}"), body).await {
+                    Ok(()) => latencies.borrow_mut().push(t.elapsed()),
+                    Err(_) => *errors.borrow_mut() += 1,
+                }
+                n += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let mut l = latencies.borrow_mut();
+    l.sort();
+    println!(
+        "admin writes with fsync: {clients} concurrent clients over 3 nodes for {seconds} s: {:.0} writes/s ({} ok, {} errors), latency p50 {} p99 {}",
+        l.len() as f64 / elapsed.as_secs_f64(),
+        l.len(),
+        errors.borrow(),
+        ms(percentile(&l, 0.5)),
+        ms(percentile(&l, 0.99))
+    );
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().cloned().unwrap_or_else(|| "all".into());
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path());
+    actix_rt::System::new().block_on(async {
+        let upstream = HttpServer::new(|| {
+            App::new().default_service(web::to(|| async { HttpResponse::Ok().body("ok") }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let upstream_addr = upstream.addrs()[0];
+        let server = upstream.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish();
+        wait_ready(&client, &nodes).await;
+        admin_put(
+            &client,
+            format!("{}/services/bench", nodes[0].admin),
+            format!("{{\"targets\":[{{\"url\":\"http://{upstream_addr}\"}}]}}"),
+        )
+        .await
+        .expect("bench service");
+        if what == "all" || what == "propagation" {
+            propagation(&client, &nodes, arg(&args, "--writes", 300)).await;
+        }
+        if what == "all" || what == "writes" {
+            writes(
+                &client,
+                &nodes,
+                arg(&args, "--clients", 64),
+                arg(&args, "--seconds", 5),
+            )
+            .await;
+        }
+        handle.stop(false).await;
+    });
+    for n in &mut nodes {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+    }
+}
