@@ -110,6 +110,11 @@ impl LogStore {
         })
     }
 
+    /// The committed log id saved by the last run, if any.
+    pub fn saved_committed(&self) -> Option<LogId> {
+        self.mirror().committed
+    }
+
     fn send(&self, op: Op) -> Result<(), StorageError> {
         self.inner
             .writer

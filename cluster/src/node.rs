@@ -100,6 +100,7 @@ impl ClusterNode {
                 .map_err(|e| StartError::Config(e.to_string()))?,
         );
         let (log, sm, state) = open_stores(&cfg.data_dir).await?;
+        let replay_to = log.saved_committed().map(|l| l.index);
         let network = Network::new(cfg.node_id, cfg.secret.clone());
         let raft = Raft::new(cfg.node_id, raft_config, network.clone(), log, sm)
             .await
@@ -137,6 +138,14 @@ impl ClusterNode {
                 Ok(()) => tracing::info!(node = cfg.node_id, "initialised a new cluster"),
                 // Another path (a vote, an append) got here first: the cluster exists already.
                 Err(e) => tracing::info!(error = %e, "cluster already initialised"),
+            }
+        }
+        // A restarted node re-applies what it had committed before it serves anything, so its
+        // proxy never answers from a half-rebuilt config.
+        if let Some(index) = replay_to {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            if node.wait_applied(index, deadline).await.is_err() {
+                tracing::warn!(index, "local log replay did not finish in 60 s; serving what is applied");
             }
         }
         Ok(node)

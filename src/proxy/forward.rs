@@ -41,6 +41,9 @@ impl Upstreams {
     }
 }
 
+/// Response bodies up to this size (with a Content-Length) are read whole before answering.
+const SMALL_BODY: u64 = 16 * 1024;
+
 /// Connection-level headers, never forwarded in either direction (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -195,6 +198,16 @@ pub async fn forward(
     ctx.status = resp.status().as_u16();
     let response = match resp_len {
         _ if req.method() == actix_web::http::Method::HEAD => out.finish(),
+        // A small body of known size arrives with (or right after) the head: take it whole, so
+        // head and body leave in one write without streaming machinery.
+        Some(len) if len <= SMALL_BODY => {
+            let mut resp = resp;
+            let bytes = resp.body().limit(SMALL_BODY as usize).await.map_err(|e| ProxyError::BadGateway {
+                target: target_name.clone(),
+                reason: format!("reading the response body: {e}"),
+            })?;
+            out.body(bytes)
+        }
         Some(len) => out.body(SizedStream::new(len, resp)),
         None => out.body(BodyStream::new(resp)),
     };
