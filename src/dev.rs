@@ -137,8 +137,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     );
     for c in &configs {
         println!(
-            "  node {}: proxy http://{}  admin http://{}  dashboard http://{}/  metrics http://{}/metrics",
-            c.node_id, c.listen.proxy, c.listen.admin, c.listen.admin, c.listen.admin
+            "  node {}: proxy http://{}  admin http://{}  (cluster port {})",
+            c.node_id, c.listen.proxy, c.listen.admin, c.listen.cluster
         );
     }
     println!("  demo upstream: http://{DEMO_UPSTREAM}   admin token: {DEV_TOKEN}");

@@ -247,6 +247,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => Some(*e),
             Bound::Unbounded => None,
         };
+        // Overlay first, disk second: an entry the writer flushes in between leaves the overlay
+        // but is then already in the newer read transaction, so nothing falls through the gap.
+        let upper = end.map(Bound::Excluded).unwrap_or(Bound::Unbounded);
+        let (pending, last, purged) = {
+            let m = self.mirror();
+            let pending: Vec<Entry> = m
+                .pending
+                .range((Bound::Included(start), upper))
+                .map(|(_, e)| e.clone())
+                .collect();
+            (
+                pending,
+                m.last_log_id.map(|l| l.index),
+                m.last_purged.map(|l| l.index),
+            )
+        };
         let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
         {
             let tx = self.inner.db.begin_read().map_err(read_err)?;
@@ -262,14 +278,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             }
         }
         // The overlay wins: it holds what was appended after a truncate the disk has not seen yet.
-        let m = self.mirror();
-        let upper = end.map(Bound::Excluded).unwrap_or(Bound::Unbounded);
-        for (k, e) in m.pending.range((Bound::Included(start), upper)) {
-            out.insert(*k, e.clone());
+        for e in pending {
+            out.insert(e.log_id.index, e);
         }
-        let last = m.last_log_id.map(|l| l.index);
-        let purged = m.last_purged.map(|l| l.index);
-        drop(m);
         // Drop anything outside (purged, last]: the disk may still hold entries a queued
         // truncate or purge is about to remove.
         Ok(out

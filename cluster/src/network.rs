@@ -20,7 +20,9 @@ use crate::rpc::{client_handshake, read_frame, write_frame, RpcRequest, RpcRespo
 use crate::types::{NodeId, TypeConfig};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const MAX_IDLE_PER_PEER: usize = 8;
+/// Forwarded admin writes run concurrently, one connection each: keep enough for a busy admin
+/// API so that bursts reuse connections instead of paying a connect and a handshake.
+const MAX_IDLE_PER_PEER: usize = 64;
 
 /// Connections to one peer address.
 pub struct PeerClient {

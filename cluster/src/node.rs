@@ -145,7 +145,10 @@ impl ClusterNode {
         if let Some(index) = replay_to {
             let deadline = Instant::now() + Duration::from_secs(60);
             if node.wait_applied(index, deadline).await.is_err() {
-                tracing::warn!(index, "local log replay did not finish in 60 s; serving what is applied");
+                tracing::warn!(
+                    index,
+                    "local log replay did not finish in 60 s; serving what is applied"
+                );
             }
         }
         Ok(node)
@@ -310,7 +313,7 @@ impl ClusterNode {
             });
         }
         let state = self.state();
-        if crate::state::Applied::Unchanged == state.dry_run(&cmd)? {
+        if crate::state::Applied::Unchanged == state.plan(&cmd)? {
             return Ok(WriteOk {
                 index: state.applied,
                 revision: state.revision,

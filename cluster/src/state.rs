@@ -69,18 +69,44 @@ impl std::fmt::Display for Kind {
 }
 
 impl ClusterState {
-    /// Applies the command found at log `index`. On `Err` the state is untouched apart from
-    /// `applied`; on `Ok(Unchanged)` likewise.
+    /// Applies the command found at log `index`. On `Err` or `Ok(Unchanged)` nothing but
+    /// `applied` moves.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<Applied, StateError> {
         self.applied = index;
-        let applied = match cmd {
+        let outcome = self.plan(cmd)?;
+        if outcome == Applied::Unchanged {
+            return Ok(outcome);
+        }
+        match cmd {
+            Command::PutService { service, .. } => insert(&mut self.services, service, index),
+            Command::DeleteService { name, .. } => {
+                self.services.remove(name);
+            }
+            Command::PutRoute { route, .. } => insert(&mut self.routes, route, index),
+            Command::DeleteRoute { name, .. } => {
+                self.routes.remove(name);
+            }
+        }
+        self.revision = index;
+        Ok(outcome)
+    }
+
+    /// What `apply` will answer, without changing anything: also the proposer's pre-check, so
+    /// that writes that would fail or change nothing never reach the log.
+    pub fn plan(&self, cmd: &Command) -> Result<Applied, StateError> {
+        match cmd {
             Command::PutService {
                 service,
                 precondition,
             } => {
-                let current = self.services.get(&service.name).map(|s| s.version);
-                check(Kind::Service, &service.name, current, *precondition)?;
-                upsert(&mut self.services, service, index)
+                let current = self.services.get(&service.name);
+                check(
+                    Kind::Service,
+                    &service.name,
+                    current.map(|s| s.version),
+                    *precondition,
+                )?;
+                Ok(upsert_outcome(current.map(|s| &**s), service))
             }
             Command::DeleteService { name, precondition } => {
                 let current = self.services.get(name).map(|s| s.version);
@@ -98,47 +124,39 @@ impl ClusterState {
                         routes,
                     });
                 }
-                self.services.remove(name);
-                Applied::Deleted
+                Ok(Applied::Deleted)
             }
             Command::PutRoute {
                 route,
                 precondition,
             } => {
-                let current = self.routes.get(&route.name).map(|r| r.version);
-                check(Kind::Route, &route.name, current, *precondition)?;
+                let current = self.routes.get(&route.name);
+                check(
+                    Kind::Route,
+                    &route.name,
+                    current.map(|r| r.version),
+                    *precondition,
+                )?;
                 if !self.services.contains_key(&route.service) {
                     return Err(StateError::UnknownService {
                         route: route.name.clone(),
                         service: route.service.clone(),
                     });
                 }
-                upsert(&mut self.routes, route, index)
+                Ok(upsert_outcome(current.map(|r| &**r), route))
             }
             Command::DeleteRoute { name, precondition } => {
                 let current = self.routes.get(name).map(|r| r.version);
                 check(Kind::Route, name, current, *precondition)?;
-                if self.routes.remove(name).is_none() {
+                if current.is_none() {
                     return Err(StateError::NotFound {
                         kind: Kind::Route,
                         name: name.clone(),
                     });
                 }
-                Applied::Deleted
+                Ok(Applied::Deleted)
             }
-        };
-        if applied != Applied::Unchanged {
-            self.revision = index;
         }
-        Ok(applied)
-    }
-
-    /// What `apply` would answer, without changing anything: the proposer's pre-check, so that
-    /// writes that would fail or change nothing never reach the log.
-    pub fn dry_run(&self, cmd: &Command) -> Result<Applied, StateError> {
-        // Cloning maps of `Arc`s copies pointers, not resources.
-        let mut scratch = self.clone();
-        scratch.apply(self.applied + 1, cmd)
     }
 
     pub fn routes_using(&self, service: &str) -> Vec<String> {
@@ -181,26 +199,26 @@ fn check(
     }
 }
 
-/// Inserts `new` unless an equal resource (ignoring its version) is there already.
-fn upsert<T: Versioned + Clone + PartialEq>(
-    map: &mut BTreeMap<String, Arc<T>>,
-    new: &T,
-    index: u64,
-) -> Applied {
-    let mut stored = new.clone();
-    let applied = match map.get(new.name()) {
-        Some(old) => {
-            stored.set_version(old.version());
-            if stored == **old {
-                return Applied::Unchanged;
-            }
-            Applied::Updated
-        }
+/// Created, Updated, or Unchanged when `new` equals what is stored (versions aside).
+fn upsert_outcome<T: Versioned + Clone + PartialEq>(current: Option<&T>, new: &T) -> Applied {
+    match current {
         None => Applied::Created,
-    };
+        Some(old) => {
+            let mut candidate = new.clone();
+            candidate.set_version(old.version());
+            if candidate == *old {
+                Applied::Unchanged
+            } else {
+                Applied::Updated
+            }
+        }
+    }
+}
+
+fn insert<T: Versioned + Clone>(map: &mut BTreeMap<String, Arc<T>>, new: &T, index: u64) {
+    let mut stored = new.clone();
     stored.set_version(index);
     map.insert(new.name().to_string(), Arc::new(stored));
-    applied
 }
 
 /// A resource with a name and a read-only version.

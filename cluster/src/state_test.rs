@@ -164,19 +164,13 @@ fn preconditions_are_enforced_at_apply() {
 }
 
 #[test]
-fn dry_run_predicts_apply_and_changes_nothing() {
+fn plan_predicts_apply_and_changes_nothing() {
     let mut st = ClusterState::default();
     st.apply(1, &put_service(service("s"))).unwrap();
     let before = st.clone();
-    assert_eq!(
-        st.dry_run(&put_route(route("r", "s"))),
-        Ok(Applied::Created)
-    );
-    assert_eq!(
-        st.dry_run(&put_service(service("s"))),
-        Ok(Applied::Unchanged)
-    );
-    assert!(st.dry_run(&put_route(route("r", "nope"))).is_err());
+    assert_eq!(st.plan(&put_route(route("r", "s"))), Ok(Applied::Created));
+    assert_eq!(st.plan(&put_service(service("s"))), Ok(Applied::Unchanged));
+    assert!(st.plan(&put_route(route("r", "nope"))).is_err());
     assert_eq!(st, before);
 }
 

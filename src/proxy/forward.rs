@@ -202,9 +202,11 @@ pub async fn forward(
         // head and body leave in one write without streaming machinery.
         Some(len) if len <= SMALL_BODY => {
             let mut resp = resp;
-            let bytes = resp.body().limit(SMALL_BODY as usize).await.map_err(|e| ProxyError::BadGateway {
-                target: target_name.clone(),
-                reason: format!("reading the response body: {e}"),
+            let bytes = resp.body().limit(SMALL_BODY as usize).await.map_err(|e| {
+                ProxyError::BadGateway {
+                    target: target_name.clone(),
+                    reason: format!("reading the response body: {e}"),
+                }
             })?;
             out.body(bytes)
         }
