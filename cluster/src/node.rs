@@ -188,28 +188,17 @@ impl ClusterNode {
     /// node has applied it: the caller's next read here sees the write.
     pub async fn write(&self, cmd: Command) -> Result<WriteOk, WriteError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let ok = loop {
-            let attempt = match self.leader() {
-                Some(l) if l == self.id() => self.write_as_leader(cmd.clone(), deadline).await,
-                Some(l) => self
-                    .forward(l, RpcRequest::Write(cmd.clone()), deadline)
-                    .await
-                    .and_then(|r| match r {
-                        RpcResponse::Write(r) => r,
-                        _ => Err(WriteError::Unavailable(
-                            "the leader answered a write with the wrong message".into(),
-                        )),
-                    }),
-                None => Err(WriteError::NotLeader { leader: None }),
-            };
-            match attempt {
-                Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => {
-                    self.await_leader_change().await
-                }
-                Err(WriteError::NotLeader { .. }) => return Err(no_leader()),
-                other => break other?,
-            }
-        };
+        let ok = self
+            .on_leader(
+                deadline,
+                async || self.write_as_leader(cmd.clone(), deadline).await,
+                || RpcRequest::Write(cmd.clone()),
+                |r| match r {
+                    RpcResponse::Write(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await?;
         self.wait_applied(ok.index, deadline).await?;
         Ok(ok)
     }
@@ -218,18 +207,39 @@ impl ClusterNode {
     /// the call began.
     pub async fn read_barrier(&self) -> Result<(), WriteError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let index = loop {
+        let index = self
+            .on_leader(
+                deadline,
+                async || self.read_index_as_leader(deadline).await,
+                || RpcRequest::ReadIndex,
+                |r| match r {
+                    RpcResponse::ReadIndex(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await?;
+        self.wait_applied(index, deadline).await
+    }
+
+    /// Runs a leader-only operation: here when this node leads, else on the leader over the
+    /// cluster port. Waits out elections and leader changes until `deadline`.
+    async fn on_leader<T>(
+        &self,
+        deadline: Instant,
+        local: impl AsyncFn() -> Result<T, WriteError>,
+        remote: impl Fn() -> RpcRequest,
+        answer: impl Fn(RpcResponse) -> Option<Result<T, WriteError>>,
+    ) -> Result<T, WriteError> {
+        loop {
             let attempt = match self.leader() {
-                Some(l) if l == self.id() => self.read_index_as_leader(deadline).await,
-                Some(l) => self
-                    .forward(l, RpcRequest::ReadIndex, deadline)
-                    .await
-                    .and_then(|r| match r {
-                        RpcResponse::ReadIndex(r) => r,
-                        _ => Err(WriteError::Unavailable(
-                            "the leader answered a read with the wrong message".into(),
-                        )),
-                    }),
+                Some(l) if l == self.id() => local().await,
+                Some(l) => self.forward(l, remote(), deadline).await.and_then(|r| {
+                    answer(r).unwrap_or_else(|| {
+                        Err(WriteError::Unavailable(
+                            "the leader answered with the wrong message".into(),
+                        ))
+                    })
+                }),
                 None => Err(WriteError::NotLeader { leader: None }),
             };
             match attempt {
@@ -237,10 +247,9 @@ impl ClusterNode {
                     self.await_leader_change().await
                 }
                 Err(WriteError::NotLeader { .. }) => return Err(no_leader()),
-                other => break other?,
+                other => return other,
             }
-        };
-        self.wait_applied(index, deadline).await
+        }
     }
 
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), WriteError> {
