@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`spec`]: the replicated resources (services, routes) and their stateless validation.
+//! - [`identity`]: consumers and credentials (API keys stored as hashes).
 //! - [`types`]: openraft's type configuration, [`types::Command`] and [`types::Response`].
 //! - [`state`]: [`state::ClusterState`] and its pure `apply`.
 //! - [`log_store`]: the durable Raft log on redb.
@@ -19,6 +20,7 @@ pub mod types;
 
 pub use state::ClusterState;
 pub use types::{Command, NodeId, Precondition, Raft, Response, TypeConfig};
+pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{ApiKey, Consumer};
 use crate::spec::{Route, Service};
 use crate::types::{Command, Precondition};
 
@@ -18,6 +19,11 @@ pub struct ClusterState {
     pub applied: u64,
     pub services: BTreeMap<String, Arc<Service>>,
     pub routes: BTreeMap<String, Arc<Route>>,
+    pub consumers: BTreeMap<String, Arc<Consumer>>,
+    /// API keys by the SHA-256 of the key: the lookup the auth path makes.
+    pub api_keys: BTreeMap<[u8; 32], Arc<ApiKey>>,
+    /// Key id → key hash, for listing and revoking by id.
+    pub key_ids: BTreeMap<String, [u8; 32]>,
 }
 
 /// What an entry did to the state.
@@ -51,12 +57,16 @@ pub enum StateError {
     },
     #[error("route {route:?} names service {service:?}, which does not exist")]
     UnknownService { route: String, service: String },
+    #[error("that key is already registered; keys must be unique")]
+    DuplicateKey,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     Service,
     Route,
+    Consumer,
+    ApiKey,
 }
 
 impl std::fmt::Display for Kind {
@@ -64,6 +74,8 @@ impl std::fmt::Display for Kind {
         f.write_str(match self {
             Kind::Service => "service",
             Kind::Route => "route",
+            Kind::Consumer => "consumer",
+            Kind::ApiKey => "key",
         })
     }
 }
@@ -85,6 +97,32 @@ impl ClusterState {
             Command::PutRoute { route, .. } => insert(&mut self.routes, route, index),
             Command::DeleteRoute { name, .. } => {
                 self.routes.remove(name);
+            }
+            Command::PutConsumer { consumer, .. } => insert(&mut self.consumers, consumer, index),
+            Command::DeleteConsumer { name, .. } => {
+                self.consumers.remove(name);
+                let owned: Vec<[u8; 32]> = self
+                    .api_keys
+                    .values()
+                    .filter(|k| &k.consumer == name)
+                    .map(|k| k.hash)
+                    .collect();
+                for hash in owned {
+                    if let Some(k) = self.api_keys.remove(&hash) {
+                        self.key_ids.remove(&k.id);
+                    }
+                }
+            }
+            Command::CreateApiKey { key } => {
+                let mut stored = key.clone();
+                stored.version = index;
+                self.key_ids.insert(key.id.clone(), key.hash);
+                self.api_keys.insert(key.hash, Arc::new(stored));
+            }
+            Command::RevokeApiKey { id, .. } => {
+                if let Some(hash) = self.key_ids.remove(id) {
+                    self.api_keys.remove(&hash);
+                }
             }
         }
         self.revision = index;
@@ -156,6 +194,62 @@ impl ClusterState {
                 }
                 Ok(Applied::Deleted)
             }
+            Command::PutConsumer {
+                consumer,
+                precondition,
+            } => {
+                let current = self.consumers.get(&consumer.name);
+                check(
+                    Kind::Consumer,
+                    &consumer.name,
+                    current.map(|c| c.version),
+                    *precondition,
+                )?;
+                Ok(upsert_outcome(current.map(|c| &**c), consumer))
+            }
+            Command::DeleteConsumer { name, precondition } => {
+                let current = self.consumers.get(name).map(|c| c.version);
+                check(Kind::Consumer, name, current, *precondition)?;
+                if current.is_none() {
+                    return Err(StateError::NotFound {
+                        kind: Kind::Consumer,
+                        name: name.clone(),
+                    });
+                }
+                Ok(Applied::Deleted)
+            }
+            Command::CreateApiKey { key } => {
+                if !self.consumers.contains_key(&key.consumer) {
+                    return Err(StateError::NotFound {
+                        kind: Kind::Consumer,
+                        name: key.consumer.clone(),
+                    });
+                }
+                if self.key_ids.contains_key(&key.id) {
+                    return Err(StateError::AlreadyExists {
+                        kind: Kind::ApiKey,
+                        name: key.id.clone(),
+                    });
+                }
+                if self.api_keys.contains_key(&key.hash) {
+                    return Err(StateError::DuplicateKey);
+                }
+                Ok(Applied::Created)
+            }
+            Command::RevokeApiKey { consumer, id } => {
+                let owned = self
+                    .key_ids
+                    .get(id)
+                    .and_then(|h| self.api_keys.get(h))
+                    .is_some_and(|k| &k.consumer == consumer);
+                if !owned {
+                    return Err(StateError::NotFound {
+                        kind: Kind::ApiKey,
+                        name: id.clone(),
+                    });
+                }
+                Ok(Applied::Deleted)
+            }
         }
     }
 
@@ -170,8 +264,14 @@ impl ClusterState {
     /// A digest of the configuration, equal on every node that applied the same entries.
     pub fn digest(&self) -> [u8; 32] {
         use sha2::Digest;
-        let bytes = postcard::to_stdvec(&(self.revision, &self.services, &self.routes))
-            .expect("in-memory state always serialises");
+        let bytes = postcard::to_stdvec(&(
+            self.revision,
+            &self.services,
+            &self.routes,
+            &self.consumers,
+            &self.api_keys,
+        ))
+        .expect("in-memory state always serialises");
         sha2::Sha256::digest(bytes).into()
     }
 }
@@ -237,7 +337,7 @@ macro_rules! versioned {
         }
     )*};
 }
-versioned!(Service, Route);
+versioned!(Service, Route, Consumer);
 
 #[cfg(test)]
 #[path = "state_test.rs"]

@@ -218,3 +218,118 @@ fn commands_round_trip_through_postcard() {
         assert_eq!(postcard::from_bytes::<Command>(&bytes).unwrap(), cmd);
     }
 }
+
+fn consumer(name: &str) -> crate::identity::Consumer {
+    crate::identity::Consumer {
+        name: name.into(),
+        version: 0,
+        groups: vec!["gold".into()],
+    }
+}
+
+fn key(id: &str, consumer: &str, secret: &str) -> Command {
+    Command::CreateApiKey {
+        key: crate::identity::ApiKey {
+            id: id.into(),
+            consumer: consumer.into(),
+            hash: crate::identity::hash_key(secret),
+            version: 0,
+        },
+    }
+}
+
+#[test]
+fn keys_belong_to_existing_consumers_and_are_unique() {
+    let mut st = ClusterState::default();
+    assert!(matches!(
+        st.apply(1, &key("k1", "alice", "secret-aaaaaaaaaaaa")),
+        Err(StateError::NotFound {
+            kind: Kind::Consumer,
+            ..
+        })
+    ));
+    st.apply(
+        2,
+        &Command::PutConsumer {
+            consumer: consumer("alice"),
+            precondition: Precondition::None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        st.apply(3, &key("k1", "alice", "secret-aaaaaaaaaaaa")),
+        Ok(Applied::Created)
+    );
+    assert_eq!(st.revision, 3);
+    let stored = &st.api_keys[&crate::identity::hash_key("secret-aaaaaaaaaaaa")];
+    assert_eq!((stored.consumer.as_str(), stored.version), ("alice", 3));
+    // The same id or the same secret again is refused.
+    assert!(matches!(
+        st.apply(4, &key("k1", "alice", "secret-bbbbbbbbbbbb")),
+        Err(StateError::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        st.apply(5, &key("k2", "alice", "secret-aaaaaaaaaaaa")),
+        Err(StateError::DuplicateKey)
+    );
+    assert_eq!(st.api_keys.len(), 1);
+}
+
+#[test]
+fn revoking_and_deleting_a_consumer_remove_its_keys() {
+    let mut st = ClusterState::default();
+    for (i, name) in ["alice", "bob"].iter().enumerate() {
+        st.apply(
+            i as u64 + 1,
+            &Command::PutConsumer {
+                consumer: consumer(name),
+                precondition: Precondition::None,
+            },
+        )
+        .unwrap();
+    }
+    st.apply(3, &key("a1", "alice", "alice-key-one-xxxx"))
+        .unwrap();
+    st.apply(4, &key("a2", "alice", "alice-key-two-xxxx"))
+        .unwrap();
+    st.apply(5, &key("b1", "bob", "bob-key-one-xxxxxx"))
+        .unwrap();
+    // Only the owner can revoke a key.
+    let wrong = Command::RevokeApiKey {
+        consumer: "bob".into(),
+        id: "a1".into(),
+    };
+    assert!(matches!(
+        st.apply(6, &wrong),
+        Err(StateError::NotFound {
+            kind: Kind::ApiKey,
+            ..
+        })
+    ));
+    let revoke = Command::RevokeApiKey {
+        consumer: "alice".into(),
+        id: "a1".into(),
+    };
+    assert_eq!(st.apply(7, &revoke), Ok(Applied::Deleted));
+    assert!(!st
+        .api_keys
+        .contains_key(&crate::identity::hash_key("alice-key-one-xxxx")));
+    assert_eq!(
+        st.apply(8, &revoke).unwrap_err(),
+        StateError::NotFound {
+            kind: Kind::ApiKey,
+            name: "a1".into()
+        }
+    );
+    st.apply(
+        9,
+        &Command::DeleteConsumer {
+            name: "alice".into(),
+            precondition: Precondition::None,
+        },
+    )
+    .unwrap();
+    assert_eq!(st.api_keys.len(), 1);
+    assert_eq!(st.key_ids.keys().collect::<Vec<_>>(), vec!["b1"]);
+    assert_eq!(st.revision, 9);
+}

@@ -4,6 +4,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{ApiKey, Consumer};
 use crate::spec::{Route, Service};
 use crate::state::{Applied, StateError};
 
@@ -58,6 +59,23 @@ pub enum Command {
         name: String,
         precondition: Precondition,
     },
+    PutConsumer {
+        consumer: Consumer,
+        precondition: Precondition,
+    },
+    /// Removes the consumer and every credential it holds.
+    DeleteConsumer {
+        name: String,
+        precondition: Precondition,
+    },
+    /// Adds a key (already hashed by the node that took the call).
+    CreateApiKey {
+        key: ApiKey,
+    },
+    RevokeApiKey {
+        consumer: String,
+        id: String,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -67,6 +85,12 @@ impl std::fmt::Display for Command {
             Command::DeleteService { name, .. } => write!(f, "delete service {name}"),
             Command::PutRoute { route, .. } => write!(f, "put route {}", route.name),
             Command::DeleteRoute { name, .. } => write!(f, "delete route {name}"),
+            Command::PutConsumer { consumer, .. } => write!(f, "put consumer {}", consumer.name),
+            Command::DeleteConsumer { name, .. } => write!(f, "delete consumer {name}"),
+            Command::CreateApiKey { key } => {
+                write!(f, "create key {} for {}", key.id, key.consumer)
+            }
+            Command::RevokeApiKey { consumer, id } => write!(f, "revoke key {id} of {consumer}"),
         }
     }
 }
