@@ -79,6 +79,10 @@ impl From<StateError> for AdminError {
                 code: "service_in_use",
                 message,
             },
+            StateError::DuplicateKey => AdminError::Conflict {
+                code: "duplicate_key",
+                message,
+            },
             StateError::UnknownService { .. } => AdminError::Invalid(Invalid {
                 field: "service".into(),
                 message,

@@ -3,6 +3,7 @@
 //! once this node's router serves them.
 
 mod error;
+mod keys;
 mod resources;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/cluster", web::get().to(cluster))
+        .configure(keys::configure)
         .configure(resources::configure)
         .default_service(web::to(not_found));
 }

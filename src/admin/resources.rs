@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use raftgate_cluster::identity::Consumer;
 use raftgate_cluster::spec::{Route, Service};
 use raftgate_cluster::state::{Applied, Kind, Versioned};
 use raftgate_cluster::{ClusterState, Command, Precondition, WriteOk};
@@ -70,9 +71,32 @@ impl Resource for Route {
     }
 }
 
+impl Resource for Consumer {
+    const KIND: Kind = Kind::Consumer;
+    fn all(state: &ClusterState) -> &BTreeMap<String, Arc<Self>> {
+        &state.consumers
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn validate(&self) -> Result<(), raftgate_cluster::spec::Invalid> {
+        Consumer::validate(self)
+    }
+    fn put(self, precondition: Precondition) -> Command {
+        Command::PutConsumer {
+            consumer: self,
+            precondition,
+        }
+    }
+    fn delete(name: String, precondition: Precondition) -> Command {
+        Command::DeleteConsumer { name, precondition }
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     resource::<Service>(cfg, "services");
     resource::<Route>(cfg, "routes");
+    resource::<Consumer>(cfg, "consumers");
 }
 
 fn resource<R: Resource>(cfg: &mut web::ServiceConfig, plural: &str) {
@@ -100,7 +124,7 @@ struct ReadQuery {
 }
 
 /// The state to answer a read from: linearizable unless `?stale=true`.
-async fn read_state(
+pub async fn read_state(
     state: &AdminState,
     req: &HttpRequest,
 ) -> Result<Arc<ClusterState>, AdminError> {
@@ -112,7 +136,7 @@ async fn read_state(
     Ok(state.node.state())
 }
 
-fn with_revision(
+pub fn with_revision(
     mut resp: actix_web::HttpResponseBuilder,
     revision: u64,
 ) -> actix_web::HttpResponseBuilder {

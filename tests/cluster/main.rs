@@ -4,6 +4,7 @@
 mod support;
 
 mod admin_errors;
+mod consumers;
 mod failover;
 mod replication;
 mod restart;
