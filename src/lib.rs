@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //! - [`config`]: the node config file, raw → validated → [`config::Config`].
-//! - [`routing`]: path normalisation, the compiled route table, target pickers.
-//! - [`actors`]: the actors that own the node's state and publish snapshots (the router).
+//! - [`routing`]: path normalisation and the compiled route table.
+//! - [`actors`]: the actors that own the node's state and publish snapshots (the balancer,
+//!   then the router).
+//! - [`balancing`]: each service's live targets (health, load, latency) and the balancers.
 //! - [`proxy`]: the client-facing request pipeline, one file per phase.
 //! - [`admin`]: the admin API on every node.
 //! - [`dev`]: `raftgate dev`, a local cluster with a demo upstream.
@@ -14,6 +16,7 @@
 
 pub mod actors;
 pub mod admin;
+pub mod balancing;
 pub mod config;
 pub mod dev;
 pub mod proxy;
@@ -62,6 +65,7 @@ pub enum RunError {
 pub struct Gateway {
     pub node: ClusterNode,
     pub router: actors::router::RouterHandle,
+    pub balancer: actors::balancer::BalancerHandle,
     accepting: Arc<AtomicBool>,
     proxy: actix_web::dev::ServerHandle,
     admin: actix_web::dev::ServerHandle,
@@ -74,7 +78,10 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
         tokio::net::TcpListener::from_std(listeners.cluster)?
     };
     let node = ClusterNode::start(node_config(&config), cluster_listener).await?;
-    let router = actors::router::start(node.subscribe());
+    // State machine → balancer → router: a route table is compiled only from states whose
+    // services the balancer has already reconciled, so it finds their runtimes.
+    let balancer = actors::balancer::start(node.subscribe());
+    let router = actors::router::start(balancer.states(), balancer.health.clone());
 
     let proxy = proxy::server(&config, listeners.proxy, router.table.clone())?;
     let accepting = Arc::new(AtomicBool::new(true));
@@ -100,6 +107,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
     let gateway = Gateway {
         node,
         router,
+        balancer,
         accepting,
         proxy: proxy.handle(),
         admin: admin.handle(),
@@ -128,6 +136,7 @@ impl Gateway {
         self.accepting.store(false, Ordering::Release);
         self.proxy.stop(true).await;
         self.admin.stop(true).await;
+        self.balancer.stop();
         self.node.shutdown().await;
     }
 
@@ -136,6 +145,7 @@ impl Gateway {
         self.accepting.store(false, Ordering::Release);
         self.proxy.stop(false).await;
         self.admin.stop(false).await;
+        self.balancer.stop();
         self.node.shutdown().await;
     }
 }

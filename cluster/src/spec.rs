@@ -321,26 +321,28 @@ impl Service {
                 ));
             }
         }
-        match self.balancer {
-            Balancer::RoundRobin | Balancer::Weighted => {}
-            other => {
-                return Err(unsupported(
-                    "balancer",
-                    &format!("balancer {:?}", other.as_str()),
-                ))
+        if let Some(hash_on) = &self.hash_on {
+            if self.balancer != Balancer::ConsistentHash {
+                return Err(invalid(
+                    "hash_on",
+                    "hash_on applies to consistent_hash only",
+                ));
             }
+            validate_hash_on(hash_on)?;
         }
-        if self.hash_on.is_some() {
-            return Err(invalid(
-                "hash_on",
-                "hash_on applies to consistent_hash only",
-            ));
+        if let Some(check) = &self.health_check {
+            validate_health_check(check)?;
         }
-        if self.health_check.is_some() {
-            return Err(unsupported("health_check", "active health checking"));
-        }
-        if self.passive.is_some() {
-            return Err(unsupported("passive", "passive outlier ejection"));
+        if let Some(passive) = &self.passive {
+            if passive.max_failures == 0 {
+                return Err(invalid("passive.max_failures", "must be at least 1"));
+            }
+            if passive.eject_ms == 0 || passive.eject_ms > MAX_CHECK_MS {
+                return Err(invalid(
+                    "passive.eject_ms",
+                    format!("must be between 1 and {MAX_CHECK_MS}"),
+                ));
+            }
         }
         validate_timeouts("timeouts", &self.timeouts)?;
         if self.retries > 10 {
@@ -348,6 +350,77 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// The longest health-check interval and ejection accepted: a day.
+const MAX_CHECK_MS: u64 = 86_400_000;
+
+/// `ip`, `consumer` or `header:NAME` with NAME a lowercase header name.
+fn validate_hash_on(hash_on: &str) -> Result<(), Invalid> {
+    let ok = match hash_on {
+        "ip" | "consumer" => true,
+        other => other.strip_prefix("header:").is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        }),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "hash_on",
+            format!(
+                "{hash_on:?} is not `ip`, `consumer` or `header:NAME` (NAME a lowercase header name)"
+            ),
+        ))
+    }
+}
+
+fn validate_health_check(check: &HealthCheck) -> Result<(), Invalid> {
+    // The path goes into a request line as is: printable ASCII without spaces only.
+    let path_ok = check.path.starts_with('/')
+        && check.path.len() <= 1024
+        && check
+            .path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'#');
+    if !path_ok {
+        return Err(invalid(
+            "health_check.path",
+            format!(
+                "{:?} must start with `/` and hold printable ASCII only (no spaces or `#`)",
+                check.path
+            ),
+        ));
+    }
+    if check.interval_ms == 0 || check.interval_ms > MAX_CHECK_MS {
+        return Err(invalid(
+            "health_check.interval_ms",
+            format!("must be between 1 and {MAX_CHECK_MS}"),
+        ));
+    }
+    if check.timeout_ms == 0 || check.timeout_ms >= check.interval_ms {
+        return Err(invalid(
+            "health_check.timeout_ms",
+            "must be at least 1 and less than interval_ms",
+        ));
+    }
+    if check.healthy_threshold == 0 {
+        return Err(invalid(
+            "health_check.healthy_threshold",
+            "must be at least 1",
+        ));
+    }
+    if check.unhealthy_threshold == 0 {
+        return Err(invalid(
+            "health_check.unhealthy_threshold",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_timeouts(field: &str, t: &Timeouts) -> Result<(), Invalid> {
@@ -472,9 +545,6 @@ impl Route {
         if self.cache.is_some() {
             return Err(unsupported("cache", "response caching"));
         }
-        if self.websocket {
-            return Err(unsupported("websocket", "websocket proxying"));
-        }
         Ok(())
     }
 }
@@ -536,8 +606,15 @@ mod tests {
     #[test]
     fn unbuilt_features_are_refused_not_ignored() {
         let mut r = route(&["/"]);
+        r.cache = Some(CacheSpec {
+            ttl_s: 60,
+            vary: vec![],
+        });
+        assert_eq!(r.validate().unwrap_err().field, "cache");
+        // Built features validate.
+        let mut r = route(&["/"]);
         r.websocket = true;
-        assert_eq!(r.validate().unwrap_err().field, "websocket");
+        assert!(r.validate().is_ok());
     }
 
     #[test]
@@ -545,5 +622,133 @@ mod tests {
         assert!(validate_name("users-v2.1").is_ok());
         assert!(validate_name("").is_err());
         assert!(validate_name("a/b").is_err());
+    }
+
+    fn service(balancer: Balancer) -> Service {
+        Service {
+            name: "s".into(),
+            version: 0,
+            targets: vec![Target {
+                url: "http://127.0.0.1:9000".into(),
+                weight: 1,
+            }],
+            balancer,
+            hash_on: None,
+            health_check: None,
+            passive: None,
+            timeouts: Timeouts::default(),
+            retries: 0,
+        }
+    }
+
+    fn check() -> HealthCheck {
+        HealthCheck {
+            path: "/health".into(),
+            interval_ms: 2000,
+            timeout_ms: 500,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+
+    #[test]
+    fn every_balancer_health_check_and_passive_ejection_validate() {
+        for b in [
+            Balancer::RoundRobin,
+            Balancer::Weighted,
+            Balancer::LeastConn,
+            Balancer::P2cEwma,
+            Balancer::ConsistentHash,
+        ] {
+            let mut s = service(b);
+            s.health_check = Some(check());
+            s.passive = Some(Passive {
+                max_failures: 5,
+                eject_ms: 30_000,
+            });
+            assert_eq!(s.validate(), Ok(()), "{b:?}");
+        }
+        let mut s = service(Balancer::ConsistentHash);
+        for h in ["ip", "consumer", "header:x-user-id", "header:session_2"] {
+            s.hash_on = Some(h.into());
+            assert_eq!(s.validate(), Ok(()), "{h}");
+        }
+    }
+
+    #[test]
+    fn hash_on_is_for_consistent_hash_and_names_ip_consumer_or_a_header() {
+        let mut s = service(Balancer::RoundRobin);
+        s.hash_on = Some("ip".into());
+        assert_eq!(s.validate().unwrap_err().field, "hash_on");
+        let mut s = service(Balancer::ConsistentHash);
+        for bad in [
+            "",
+            "cookie",
+            "header:",
+            "header:X-User",
+            "header:a b",
+            "header:a:b",
+            "IP",
+        ] {
+            s.hash_on = Some(bad.into());
+            assert_eq!(s.validate().unwrap_err().field, "hash_on", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn health_check_values_are_checked() {
+        type Spoil = fn(&mut HealthCheck);
+        let cases: [(Spoil, &str); 8] = [
+            (|c| c.path = "health".into(), "health_check.path"),
+            (|c| c.path = "/a b".into(), "health_check.path"),
+            (|c| c.path = "/a\r\nX: y".into(), "health_check.path"),
+            (|c| c.interval_ms = 0, "health_check.interval_ms"),
+            (|c| c.timeout_ms = 0, "health_check.timeout_ms"),
+            (|c| c.timeout_ms = c.interval_ms, "health_check.timeout_ms"),
+            (
+                |c| c.healthy_threshold = 0,
+                "health_check.healthy_threshold",
+            ),
+            (
+                |c| c.unhealthy_threshold = 0,
+                "health_check.unhealthy_threshold",
+            ),
+        ];
+        for (spoil, field) in cases {
+            let mut c = check();
+            spoil(&mut c);
+            let mut s = service(Balancer::RoundRobin);
+            s.health_check = Some(c);
+            assert_eq!(s.validate().unwrap_err().field, field);
+        }
+        let mut s = service(Balancer::RoundRobin);
+        s.health_check = Some(HealthCheck {
+            path: "/h?deep=1".into(),
+            interval_ms: 2,
+            timeout_ms: 1,
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        });
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn passive_values_are_checked() {
+        let mut s = service(Balancer::RoundRobin);
+        s.passive = Some(Passive {
+            max_failures: 0,
+            eject_ms: 1,
+        });
+        assert_eq!(s.validate().unwrap_err().field, "passive.max_failures");
+        s.passive = Some(Passive {
+            max_failures: 1,
+            eject_ms: 0,
+        });
+        assert_eq!(s.validate().unwrap_err().field, "passive.eject_ms");
+        s.passive = Some(Passive {
+            max_failures: 1,
+            eject_ms: 1,
+        });
+        assert_eq!(s.validate(), Ok(()));
     }
 }

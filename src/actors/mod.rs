@@ -1,4 +1,5 @@
 //! The node's actors: each owns one concern, changes it on messages, and publishes snapshots that
 //! the request path reads without locks or mailbox round trips.
 
+pub mod balancer;
 pub mod router;

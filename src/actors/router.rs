@@ -1,6 +1,8 @@
 //! The router actor: owns the compiled route table. On every applied cluster state it recompiles
 //! (when the configuration revision moved) and publishes the table through an `ArcSwap`, then
-//! announces the applied index it covers, which is what read-your-writes waits on.
+//! announces the applied index it covers, which is what read-your-writes waits on. It is fed
+//! the states the balancer actor has reconciled, and hands each compiled route its service's
+//! runtime from the balancer's health table.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +12,7 @@ use arc_swap::ArcSwap;
 use raftgate_cluster::ClusterState;
 use tokio::sync::watch;
 
+use crate::balancing::HealthTable;
 use crate::routing::RouteTable;
 
 /// A new cluster state was applied on this node.
@@ -22,6 +25,8 @@ pub struct ConfigApplied {
 
 pub struct Router {
     table: Arc<ArcSwap<RouteTable>>,
+    /// The balancer's published runtimes, reconciled with at least the state being compiled.
+    health: Arc<ArcSwap<HealthTable>>,
     /// The last applied index the published table reflects.
     published: watch::Sender<u64>,
     compiled_revision: Option<u64>,
@@ -38,7 +43,12 @@ impl Handler<ConfigApplied> for Router {
         let state = msg.state;
         if self.compiled_revision != Some(state.revision) {
             let started = Instant::now();
-            let table = RouteTable::compile(state.routes.values(), &state.services, state.revision);
+            let table = RouteTable::compile(
+                state.routes.values(),
+                &state.services,
+                &self.health.load(),
+                state.revision,
+            );
             self.table.store(Arc::new(table));
             self.compiled_revision = Some(state.revision);
             tracing::debug!(
@@ -73,13 +83,18 @@ impl RouterHandle {
     }
 }
 
-/// Starts the router on the current arbiter, fed by the state machine's `watch` channel. When
-/// states arrive faster than tables compile, the intermediate ones are skipped.
-pub fn start(mut states: watch::Receiver<Arc<ClusterState>>) -> RouterHandle {
+/// Starts the router on the current arbiter, fed by the balancer's reconciled states
+/// ([`super::balancer::BalancerHandle::states`]). When states arrive faster than tables
+/// compile, the intermediate ones are skipped.
+pub fn start(
+    mut states: watch::Receiver<Arc<ClusterState>>,
+    health: Arc<ArcSwap<HealthTable>>,
+) -> RouterHandle {
     let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
     let (published, published_rx) = watch::channel(0);
     let router = Router {
         table: table.clone(),
+        health,
         published,
         compiled_revision: None,
     };

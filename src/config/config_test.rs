@@ -126,7 +126,7 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(c.raft.logs_to_keep, 1000);
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.limits.max_header_bytes, 65536);
-    assert_eq!(c.limits.max_headers, 100);
+    assert_eq!(c.limits.max_headers, 96);
     assert_eq!(c.limits.max_body_bytes, 10_485_760);
     assert_eq!(c.limits.header_timeout_ms, 10_000);
 }
@@ -454,4 +454,26 @@ fn zero_limits_are_rejected() {
     let err = parse_err(&text);
 
     assert_eq!(err.key(), Some("limits.max_headers"));
+}
+
+#[test]
+fn limits_the_http_parser_cannot_honour_are_rejected() {
+    let text = FULL.replace("max_headers      = 10", "max_headers = 97");
+    let err = parse_err(&text);
+    assert_eq!(err.key(), Some("limits.max_headers"));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("key \"limits.max_headers\"") && msg.contains("at most 96"),
+        "{msg}"
+    );
+    let text = FULL.replace("max_header_bytes = 1024", "max_header_bytes = 131073");
+    assert_eq!(parse_err(&text).key(), Some("limits.max_header_bytes"));
+    let text = FULL
+        .replace("max_headers      = 10", "max_headers = 96")
+        .replace("max_header_bytes = 1024", "max_header_bytes = 131072");
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        (c.limits.max_headers, c.limits.max_header_bytes),
+        (96, 131_072)
+    );
 }

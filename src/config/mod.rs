@@ -153,6 +153,13 @@ impl RaftTiming {
     }
 }
 
+/// The most header fields the proxy's HTTP parser (actix-http) accepts: beyond that it answers
+/// 431 itself, so a larger `limits.max_headers` could not be honoured.
+pub const MAX_HEADERS_SUPPORTED: usize = 96;
+/// The largest request head actix-http buffers (128 KiB): beyond that it answers 431 itself, so
+/// a larger `limits.max_header_bytes` could not be honoured.
+pub const MAX_HEADER_BYTES_SUPPORTED: usize = 131_072;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -448,6 +455,20 @@ fn validate(raw: FileConfig, origin: &file::Origin) -> Result<Config, ConfigErro
         max_body_bytes: positive(l.max_body_bytes, "limits.max_body_bytes", origin)?,
         header_timeout_ms: positive(l.header_timeout_ms, "limits.header_timeout_ms", origin)?,
     };
+    at_most(
+        limits.max_headers,
+        MAX_HEADERS_SUPPORTED,
+        "header fields",
+        "limits.max_headers",
+        origin,
+    )?;
+    at_most(
+        limits.max_header_bytes,
+        MAX_HEADER_BYTES_SUPPORTED,
+        "bytes of request head",
+        "limits.max_header_bytes",
+        origin,
+    )?;
 
     Ok(Config {
         node_id,
@@ -591,6 +612,27 @@ fn read_secret(
         });
     }
     Ok(Some(value))
+}
+
+/// A limit the proxy's HTTP parser cannot honour above `max`: it would refuse requests the
+/// config allows.
+fn at_most(
+    value: usize,
+    max: usize,
+    what: &str,
+    key: &str,
+    origin: &file::Origin,
+) -> Result<(), ConfigError> {
+    if value > max {
+        return Err(ConfigError::Invalid {
+            place: origin.place(key),
+            problem: format!(
+                "{value} is more than the proxy can honour: its HTTP parser refuses more than \
+                 {max} {what} on its own; use at most {max}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn positive<T: Default + PartialEq>(

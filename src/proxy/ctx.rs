@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::balancing::Attempt;
 use crate::routing::CompiledRoute;
 
 pub struct RequestCtx {
@@ -16,8 +17,13 @@ pub struct RequestCtx {
     pub forward_path: String,
     /// Index into the route's targets.
     pub target: Option<usize>,
+    /// The attempt on `target` that `balance` started: counts it in flight until it is
+    /// finished (`balance::finish`) or dropped.
+    pub attempt: Option<Attempt>,
     pub status: u16,
     pub upstream_started: Option<Instant>,
+    /// The most body bytes sent upstream (`limits.max_body_bytes`, set by `edge`).
+    pub body_limit: u64,
 }
 
 impl RequestCtx {
@@ -29,8 +35,10 @@ impl RequestCtx {
             route: None,
             forward_path: String::new(),
             target: None,
+            attempt: None,
             status: 0,
             upstream_started: None,
+            body_limit: u64::MAX,
         }
     }
 

@@ -15,30 +15,42 @@ pub enum Source {
 pub enum ProxyError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("request headers too large: {0}")]
+    HeadersTooLarge(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
     #[error("no route matches {method} {host}{path}")]
     NoRoute {
         method: String,
         host: String,
         path: String,
     },
-    /// Nothing reached the upstream: another target may be tried for any method.
+    /// No answer came back: the connection failed, or broke before the response began. An
+    /// idempotent request may go to another target.
     #[error("cannot connect to the upstream {target}: {reason}")]
     Connect { target: String, reason: String },
     #[error("the upstream {target} failed: {reason}")]
     BadGateway { target: String, reason: String },
     #[error("the upstream {target} did not answer within {ms} ms")]
     Timeout { target: String, ms: u64 },
+    /// Every target of the service is ejected or failing its active health check.
+    #[error("no healthy target in the service {service}")]
+    NoHealthyUpstream { service: String },
 }
 
 impl ProxyError {
     pub fn source(&self) -> Source {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::NoRoute { .. } => Source::Client,
+            ProxyError::BadRequest(_)
+            | ProxyError::HeadersTooLarge(_)
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::NoRoute { .. } => Source::Client,
             _ => Source::Upstream,
         }
     }
 
-    /// Safe to send again to another target whatever the method: the request never left.
+    /// The attempt got no answer at all: safe to send again to another target when the method
+    /// is idempotent (the caller checks that).
     pub fn retry_safe(&self) -> bool {
         matches!(self, ProxyError::Connect { .. })
     }
@@ -46,18 +58,24 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Connect { .. } | ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::Connect { .. } | ProxyError::BadGateway { .. } => "bad_gateway",
             ProxyError::Timeout { .. } => "upstream_timeout",
+            ProxyError::NoHealthyUpstream { .. } => "no_healthy_upstream",
         }
     }
 
@@ -67,6 +85,9 @@ impl ProxyError {
             Source::Client => self.to_string(),
             Source::Upstream => match self {
                 ProxyError::Timeout { .. } => "the upstream did not answer in time".to_string(),
+                ProxyError::NoHealthyUpstream { .. } => {
+                    "no healthy upstream target is available".to_string()
+                }
                 _ => "the upstream could not be reached or answered badly".to_string(),
             },
         };

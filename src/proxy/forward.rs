@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BodyStream, SizedStream};
+use actix_web::error::ParseError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
 
 use super::ctx::RequestCtx;
+use super::edge::{self, Limited};
 use super::error::ProxyError;
 
 /// Upstream HTTP clients of one worker, one per connect timeout (awc sets that per client).
@@ -56,18 +58,34 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-fn is_hop_by_hop(name: &HeaderName, connection: &[HeaderName]) -> bool {
+pub(super) fn is_hop_by_hop(name: &HeaderName, connection: &[HeaderName]) -> bool {
     HOP_BY_HOP.contains(name) || name == header::UPGRADE || connection.contains(name)
 }
 
 /// Header names listed in `Connection`, which are hop-by-hop too.
-fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(super) fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect()
+}
+
+/// `X-Forwarded-For` for the upstream: the client's value with the peer's address appended.
+pub(super) fn forwarded_for(req: &HttpRequest) -> String {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    match req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) if !prior.is_empty() => format!("{prior}, {peer}"),
+        _ => peer,
+    }
 }
 
 pub struct Forwarded {
@@ -114,20 +132,8 @@ pub async fn forward(
         }
         up = up.append_header((name.clone(), value.clone()));
     }
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let xff = match req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
-    };
     up = up
-        .insert_header(("x-forwarded-for", xff))
+        .insert_header(("x-forwarded-for", forwarded_for(req)))
         .insert_header((
             "x-forwarded-proto",
             req.connection_info().scheme().to_string(),
@@ -148,10 +154,12 @@ pub async fn forward(
     let sent = match (length, chunked) {
         (Some(len), _) if len > 0 => {
             let payload = body.take().expect("the body is sent once");
+            let payload = Limited::new(payload, req, ctx.body_limit);
             up.send_body(SizedStream::new(len, payload)).await
         }
         (_, true) => {
             let payload = body.take().expect("the body is sent once");
+            let payload = Limited::new(payload, req, ctx.body_limit);
             up.send_body(BodyStream::new(payload)).await
         }
         // No body: no `content-length: 0` on a GET that had none.
@@ -166,9 +174,21 @@ pub async fn forward(
             target: target_name.clone(),
             reason: c.to_string(),
         },
+        // The connection broke before any answer. awc reports a clean close there as
+        // `Connect(Disconnected)`; a reset (an upstream killed mid-request, or closing a pooled
+        // connection as it is reused) is the same event and is retried the same way.
+        SendRequestError::Send(io) | SendRequestError::Response(ParseError::Io(io)) => {
+            ProxyError::Connect {
+                target: target_name.clone(),
+                reason: format!("the connection broke before the response: {io}"),
+            }
+        }
         SendRequestError::Timeout => ProxyError::Timeout {
             target: target_name.clone(),
             ms: timeouts.request_ms,
+        },
+        other if edge::over_limit(&other) => ProxyError::BodyTooLarge {
+            limit: ctx.body_limit,
         },
         other => ProxyError::BadGateway {
             target: target_name.clone(),

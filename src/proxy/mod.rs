@@ -1,7 +1,10 @@
 //! The client-facing proxy: an ordered pipeline of phases, one file each, sharing one
 //! [`RequestCtx`] (see docs/request-lifecycle.md):
 //!
-//! `route → balance → forward → log`
+//! `edge → route → balance → forward → log`
+//!
+//! A WebSocket upgrade on a `websocket: true` route takes `balance → websocket` instead of
+//! `balance → forward`: the socket is relayed by a task of its own that outlives the request.
 //!
 //! Authentication, authorisation, limits and the cache slot in between `route` and `balance` as
 //! they are built. A phase returns `Ok` to continue or a [`ProxyError`] to answer early; `log`
@@ -9,30 +12,33 @@
 //! mailbox.
 
 mod balance;
+mod conn;
 mod ctx;
+mod edge;
 mod error;
 mod forward;
 mod log;
 mod route;
+mod websocket;
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::Method;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
 
 pub use ctx::RequestCtx;
 pub use error::ProxyError;
 use forward::Upstreams;
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::routing::RouteTable;
 
 /// What every proxy worker shares.
 pub struct ProxyShared {
     pub table: Arc<ArcSwap<RouteTable>>,
+    pub limits: Limits,
 }
 
 /// Builds the proxy server on `listener`; the caller runs (spawns) it.
@@ -41,19 +47,17 @@ pub fn server(
     listener: std::net::TcpListener,
     table: Arc<ArcSwap<RouteTable>>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let shared = web::Data::new(ProxyShared { table });
-    Ok(HttpServer::new(move || {
+    let shared = web::Data::new(ProxyShared {
+        table,
+        limits: config.limits.clone(),
+    });
+    conn::serve(config, listener, move || {
         App::new()
             .app_data(shared.clone())
             .app_data(web::Data::new(Upstreams::default()))
+            .wrap_fn(conn::track)
             .default_service(web::to(handle))
     })
-    .workers(config.workers)
-    .disable_signals()
-    .client_request_timeout(Duration::from_millis(config.limits.header_timeout_ms))
-    .shutdown_timeout(10)
-    .listen(listener)?
-    .run())
 }
 
 async fn handle(
@@ -84,25 +88,35 @@ async fn pipeline(
     shared: &ProxyShared,
     upstreams: &Upstreams,
 ) -> Result<HttpResponse, ProxyError> {
+    edge::edge(ctx, req, &shared.limits)?;
     // The guard is dropped before the first await; the matched route is held by `Arc`, so a
     // config change mid-request never affects it.
     route::route(ctx, req, &shared.table.load())?;
+    if websocket::wanted(ctx, req) {
+        return websocket::websocket(ctx, req, body).await;
+    }
     let retries = ctx.route.as_ref().map(|r| r.service().retries).unwrap_or(0);
     let idempotent = matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     );
     let mut body = Some(body);
-    let mut failed = None;
-    let mut attempt = 0;
+    // Targets this request failed on, for the retry to avoid; allocates only on a retry.
+    let mut tried = Vec::new();
     loop {
-        balance::balance(ctx, failed)?;
-        match forward::forward(ctx, req, &mut body, upstreams).await {
+        balance::balance(ctx, req, &tried)?;
+        let forwarded = forward::forward(ctx, req, &mut body, upstreams).await;
+        balance::finish(ctx, &forwarded);
+        match forwarded {
             Ok(f) => return Ok(f.response),
-            Err(e) if e.retry_safe() && idempotent && attempt < retries && body.is_some() => {
+            Err(e)
+                if e.retry_safe()
+                    && idempotent
+                    && tried.len() < retries as usize
+                    && body.is_some() =>
+            {
                 tracing::debug!(request_id = %ctx.request_id, error = %e, "retrying on another target");
-                failed = ctx.target;
-                attempt += 1;
+                tried.extend(ctx.target);
             }
             Err(e) => return Err(e),
         }

@@ -2,7 +2,6 @@
 //! (§3.2) that the router publishes and the request path reads.
 
 pub mod normalize;
-pub mod picker;
 pub mod table;
 
 pub use normalize::{normalize_path, PathError};

@@ -11,25 +11,23 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use raftgate_cluster::spec::{
-    parse_path_pattern, parse_target_url, PathPattern, Route, Service, TargetUrl,
-};
+use raftgate_cluster::spec::{parse_path_pattern, PathPattern, Route, Service, TargetUrl};
 use regex::{Regex, RegexBuilder};
 
 use super::normalize::normalize_path;
-use super::picker::Picker;
+use crate::balancing::{HealthTable, ServiceRuntime};
 
 /// The same compile budget `Route::validate` allowed.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// A route ready to serve: its spec, its service and the service's parsed targets.
+/// A route ready to serve: its spec, its service and the service's runtime (parsed targets,
+/// their health and the balancer over them).
 #[derive(Debug)]
 pub struct CompiledRoute {
     route: Arc<Route>,
     service: Arc<Service>,
-    targets: Arc<[TargetUrl]>,
-    /// The service's target picker, shared by every route of the service.
-    picker: Arc<Picker>,
+    /// Shared by every route of the service, and with the balancer actor that checks it.
+    upstream: Arc<ServiceRuntime>,
     methods: MethodSet,
 }
 
@@ -49,11 +47,12 @@ impl CompiledRoute {
     /// The service's targets, parsed; index `i` is `service().targets[i]` (and its weight).
     /// Shared by every route of the service.
     pub fn targets(&self) -> &Arc<[TargetUrl]> {
-        &self.targets
+        self.upstream.urls()
     }
 
-    pub fn picker(&self) -> &Picker {
-        &self.picker
+    /// The service's live targets: pick with `pick`, count attempts with `begin`.
+    pub fn upstream(&self) -> &Arc<ServiceRuntime> {
+        &self.upstream
     }
 
     fn accepts<'h>(&self, req: &Request<'_, impl Fn(&str) -> Option<&'h str>>) -> bool {
@@ -119,9 +118,6 @@ impl<'t> Match<'t> {
     }
 }
 
-/// A service's parsed targets and its picker, shared by all of its routes.
-type ServiceTargets = (Arc<[TargetUrl]>, Arc<Picker>);
-
 /// The routes of one config revision, indexed for `find`.
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -139,28 +135,34 @@ impl RouteTable {
     /// Compiles validated routes. A route that still cannot be compiled (unknown service,
     /// unparsable target, pattern that does not compile or normalise) is skipped with a warning
     /// rather than failing the whole revision.
+    ///
+    /// Each service's runtime comes from `health` when it was built for the service as it is
+    /// here; otherwise (the balancer already moved past this revision, or a test without one)
+    /// the routes get a fresh runtime of their own, every target healthy.
     pub fn compile<'a>(
         routes: impl IntoIterator<Item = &'a Arc<Route>>,
         services: &BTreeMap<String, Arc<Service>>,
+        health: &HealthTable,
         revision: u64,
     ) -> RouteTable {
         let mut table = RouteTable {
             revision,
             ..RouteTable::default()
         };
-        let mut targets_by_service: HashMap<&str, Option<ServiceTargets>> = HashMap::new();
+        let mut runtimes: HashMap<&str, Option<Arc<ServiceRuntime>>> = HashMap::new();
         for route in routes {
             let Some(service) = services.get(&route.service) else {
                 tracing::warn!(route = %route.name, service = %route.service, "route skipped: unknown service");
                 continue;
             };
-            let targets = targets_by_service
+            let upstream = runtimes
                 .entry(route.service.as_str())
-                .or_insert_with(|| {
-                    parse_targets(service).map(|t| (t, Arc::new(Picker::new(service))))
+                .or_insert_with(|| match health.get(&route.service) {
+                    Some(rt) if rt.fits(service) => Some(Arc::clone(rt)),
+                    _ => ServiceRuntime::new(service).map(Arc::new),
                 })
                 .clone();
-            let Some((targets, picker)) = targets else {
+            let Some(upstream) = upstream else {
                 tracing::warn!(route = %route.name, service = %route.service, "route skipped: its service has an unparsable target");
                 continue;
             };
@@ -174,8 +176,7 @@ impl RouteTable {
             let compiled = Arc::new(CompiledRoute {
                 route: Arc::clone(route),
                 service: Arc::clone(service),
-                targets,
-                picker,
+                upstream,
                 methods: MethodSet::new(&route.methods),
             });
             table.insert(&compiled, &patterns);
@@ -262,15 +263,6 @@ impl RouteTable {
             index.insert(route, patterns);
         }
     }
-}
-
-fn parse_targets(service: &Service) -> Option<Arc<[TargetUrl]>> {
-    let parsed: Result<Vec<_>, _> = service
-        .targets
-        .iter()
-        .map(|t| parse_target_url(&t.url))
-        .collect();
-    parsed.ok().map(Arc::from)
 }
 
 /// A route's path pattern, compiled. Exact and prefix patterns are normalised like request

@@ -66,7 +66,7 @@ fn strip(mut r: Route) -> Route {
 fn table(routes: Vec<Route>) -> RouteTable {
     let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
     let services = BTreeMap::from([("svc".to_string(), service("svc"))]);
-    RouteTable::compile(&routes, &services, 7)
+    RouteTable::compile(&routes, &services, &Default::default(), 7)
 }
 
 fn no_headers(_: &str) -> Option<&'static str> {

@@ -3,5 +3,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod balancing;
+mod edge;
 mod forwarding;
 mod upstream_failures;
+mod websocket;

@@ -326,28 +326,80 @@ pub async fn into_reply(
 }
 
 /// A mock upstream on port 0. `GET /slow?ms=N` sleeps first; `/big?bytes=N` streams N bytes;
-/// everything else echoes method, path, query, headers and the body length as JSON, tagged with
-/// the upstream's name.
+/// `GET /health…` answers [`HealthMock`]'s status; a WebSocket upgrade on any path is [`ws_echo`]; everything else echoes method, path, query,
+/// headers and the body length as JSON, tagged with the upstream's name.
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// What `GET /health…` answers, and how often each such path was asked.
+    pub health: std::sync::Arc<HealthMock>,
+    /// What the WebSocket endpoint saw.
+    pub ws: std::sync::Arc<WsLog>,
     /// Requests currently inside `/slow`.
     pub slow_inflight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Request heads that reached the mock, whatever became of their bodies.
+    pub received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests the mock answered with a 2xx: their whole body arrived.
+    pub completed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     handle: actix_web::dev::ServerHandle,
 }
 
 impl Upstream {
     pub fn start(name: &'static str) -> Upstream {
-        let listener = bind0();
+        Upstream::serve(name, bind0())
+    }
+
+    /// Like `start`, on a given address: an upstream coming back where it was.
+    pub async fn start_on(name: &'static str, addr: SocketAddr) -> Upstream {
+        let listener = eventually("the upstream's old port to be free", || async {
+            TcpListener::bind(addr).ok()
+        })
+        .await;
+        Upstream::serve(name, listener)
+    }
+
+    fn serve(name: &'static str, listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().unwrap();
+        let health = std::sync::Arc::new(HealthMock::default());
+        let health_data = web::Data::from(health.clone());
         let slow_inflight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = web::Data::from(slow_inflight.clone());
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let completed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen, done) = (received.clone(), completed.clone());
+        let ws = std::sync::Arc::new(WsLog::default());
+        let ws_data = web::Data::from(ws.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(name))
                 .app_data(counter.clone())
+                .wrap_fn({
+                    let (seen, done) = (seen.clone(), done.clone());
+                    move |req, srv| {
+                        use std::sync::atomic::Ordering;
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        let call = actix_web::dev::Service::call(srv, req);
+                        let done = done.clone();
+                        async move {
+                            let res = call.await?;
+                            if res.status().is_success() {
+                                done.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(res)
+                        }
+                    }
+                })
+                .app_data(ws_data.clone())
                 .app_data(web::PayloadConfig::new(256 << 20))
                 .route("/slow", web::to(slow))
                 .route("/big", web::to(big))
+                .app_data(health_data.clone())
+                .route("/health{rest:.*}", web::get().to(health_endpoint))
+                .route(
+                    "/{any:.*}",
+                    web::get()
+                        .guard(actix_web::guard::Header("upgrade", "websocket"))
+                        .to(ws_echo),
+                )
                 .default_service(web::to(echo))
         })
         .workers(1)
@@ -359,9 +411,23 @@ impl Upstream {
         actix_rt::spawn(server);
         Upstream {
             addr,
+            health,
+            ws,
             slow_inflight,
+            received,
+            completed,
             handle,
         }
+    }
+
+    /// Request heads that reached the mock so far.
+    pub fn received(&self) -> usize {
+        self.received.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests the mock answered with a 2xx so far.
+    pub fn completed(&self) -> usize {
+        self.completed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub async fn stop(self) {
@@ -393,6 +459,45 @@ async fn echo(req: HttpRequest, body: web::Bytes, name: web::Data<&'static str>)
             "body_len": body.len(),
             "body_sum": body.iter().map(|b| *b as u64).sum::<u64>(),
         }))
+}
+
+/// The mock's health endpoint: `GET /health…` answers `status` (200 until set) and counts
+/// requests per path.
+pub struct HealthMock {
+    pub status: std::sync::atomic::AtomicU16,
+    hits: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl Default for HealthMock {
+    fn default() -> Self {
+        HealthMock {
+            status: std::sync::atomic::AtomicU16::new(200),
+            hits: Default::default(),
+        }
+    }
+}
+
+impl HealthMock {
+    pub fn set_status(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many requests `path` got.
+    pub fn hits(&self, path: &str) -> u64 {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+async fn health_endpoint(req: HttpRequest, health: web::Data<HealthMock>) -> HttpResponse {
+    *health
+        .hits
+        .lock()
+        .unwrap()
+        .entry(req.path().to_string())
+        .or_default() += 1;
+    let status = health.status.load(std::sync::atomic::Ordering::SeqCst);
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).body("health")
 }
 
 #[derive(serde::Deserialize)]
@@ -430,6 +535,89 @@ async fn big(q: web::Query<BigQuery>) -> HttpResponse {
         }
     });
     HttpResponse::Ok().streaming(stream)
+}
+
+/// What the mock's WebSocket endpoint saw.
+#[derive(Default)]
+pub struct WsLog {
+    /// Sockets currently open.
+    pub open: std::sync::atomic::AtomicUsize,
+    /// Close frames received, as (code, reason); 1005 for a close without a code.
+    pub closes: std::sync::Mutex<Vec<(u16, String)>>,
+}
+
+impl WsLog {
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn closes(&self) -> Vec<(u16, String)> {
+        self.closes.lock().unwrap().clone()
+    }
+}
+
+/// The mock's WebSocket endpoint (subprotocol `echo.v2` when offered): echoes text and binary,
+/// answers a ping with a pong and a close with a close of the same code and reason. Text
+/// commands: `whoami` answers the upstream's name, `headers` the handshake's headers as JSON,
+/// `ping-me` sends a ping with payload `up`, `close:CODE:REASON` closes from this side.
+async fn ws_echo(
+    req: HttpRequest,
+    body: web::Payload,
+    name: web::Data<&'static str>,
+    log: web::Data<WsLog>,
+) -> actix_web::Result<HttpResponse> {
+    use actix_ws::{CloseReason, Message};
+    use std::sync::atomic::Ordering;
+    let (response, mut session, messages) =
+        actix_ws::handle_with_protocols(&req, body, &["echo.v2"])?;
+    let mut messages = messages.max_frame_size(8 << 20);
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+        .collect();
+    let headers = Value::Object(headers).to_string();
+    let name = *name.get_ref();
+    let log = log.into_inner();
+    log.open.fetch_add(1, Ordering::SeqCst);
+    actix_rt::spawn(async move {
+        let mut close: Option<CloseReason> = None;
+        while let Some(Ok(msg)) = messages.recv().await {
+            let sent = match msg {
+                Message::Text(t) => match &*t {
+                    "whoami" => session.text(name).await,
+                    "headers" => session.text(headers.clone()).await,
+                    "ping-me" => session.ping(b"up").await,
+                    cmd if cmd.starts_with("close:") => {
+                        let mut parts = cmd.splitn(3, ':').skip(1);
+                        let code: u16 = parts.next().unwrap().parse().unwrap();
+                        let reason = parts.next().unwrap_or("").to_string();
+                        close = Some((code.into(), reason).into());
+                        break;
+                    }
+                    _ => session.text(t).await,
+                },
+                Message::Binary(b) => session.binary(b).await,
+                Message::Ping(b) => session.pong(&b).await,
+                Message::Close(reason) => {
+                    let seen = match &reason {
+                        Some(r) => (u16::from(r.code), r.description.clone().unwrap_or_default()),
+                        None => (1005, String::new()),
+                    };
+                    log.closes.lock().unwrap().push(seen);
+                    close = reason;
+                    break;
+                }
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        let _ = session.close(close).await;
+        log.open.fetch_sub(1, Ordering::SeqCst);
+    });
+    Ok(response)
 }
 
 /// A fresh data dir path for tests that build configs by hand.
