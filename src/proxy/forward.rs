@@ -74,17 +74,52 @@ pub(super) fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 
 /// `X-Forwarded-For` for the upstream: the client's value with the peer's address appended.
 pub(super) fn forwarded_for(req: &HttpRequest) -> String {
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    match req
+    let prior = req
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
+        .filter(|p| !p.is_empty());
+    let mut out = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(p) = prior {
+        out.push_str(p);
+        out.push_str(", ");
+    }
+    match req.peer_addr().map(|a| a.ip()) {
+        // By hand: `Display` for addresses goes through the formatting machinery, a measurable
+        // share of a proxied request's instructions.
+        Some(std::net::IpAddr::V4(v4)) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(&mut out, *octet);
+            }
+        }
+        Some(ip) => out.push_str(&ip.to_string()),
+        None => {}
+    }
+    out
+}
+
+fn push_decimal(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push((b'0' + n / 100) as char);
+    }
+    if n >= 10 {
+        out.push((b'0' + n / 10 % 10) as char);
+    }
+    out.push((b'0' + n % 10) as char);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_octets() {
+        for n in [0u8, 7, 10, 99, 100, 255] {
+            let mut s = String::new();
+            super::push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 }
 
