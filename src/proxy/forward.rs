@@ -111,18 +111,6 @@ fn push_decimal(out: &mut String, n: u8) {
     out.push((b'0' + n % 10) as char);
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn decimal_octets() {
-        for n in [0u8, 7, 10, 99, 100, 255] {
-            let mut s = String::new();
-            super::push_decimal(&mut s, n);
-            assert_eq!(s, n.to_string());
-        }
-    }
-}
-
 pub struct Forwarded {
     pub response: HttpResponse,
 }
@@ -269,4 +257,16 @@ pub async fn forward(
         None => out.body(BodyStream::new(resp)),
     };
     Ok(Forwarded { response })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_octets() {
+        for n in [0u8, 7, 10, 99, 100, 255] {
+            let mut s = String::new();
+            super::push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
 }
