@@ -157,10 +157,52 @@ impl Drop for InFlight {
     }
 }
 
-/// The client's socket with the header clock on its reads.
+/// The client's socket with the header clock on its reads, and JSON bodies on the answers
+/// actix-http's parser gives on its own.
 pub struct ClockedIo {
     io: TcpStream,
     clock: Rc<HeadClock>,
+    /// Our replacement for a parser answer being written, and how much of it has gone out.
+    replacing: Option<(&'static [u8], usize)>,
+}
+
+/// actix-http refuses some requests before any app code runs (both Content-Length and
+/// Transfer-Encoding, a duplicate or invalid Content-Length, more than 96 headers, a head over
+/// 128 KiB) and answers with an empty body. The proxy's contract is a JSON error body, so the
+/// socket swaps those answers for ours; it can tell them apart because no request of the
+/// connection is in the app when they are written.
+const PARSER_ANSWERS: [(&[u8], &[u8]); 2] = [
+    (
+        b"HTTP/1.1 400 ",
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 83\r\nconnection: close\r\n\r\n{\"error\":{\"code\":\"bad_request\",\"message\":\"malformed or ambiguous request framing\"}}",
+    ),
+    (
+        b"HTTP/1.1 431 ",
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\ncontent-length: 84\r\nconnection: close\r\n\r\n{\"error\":{\"code\":\"headers_too_large\",\"message\":\"the request headers are too large\"}}",
+    ),
+];
+
+impl ClockedIo {
+    /// Writes `buf`, or our replacement when `buf` is a parser answer; reports `buf` written
+    /// once the replacement has gone out whole.
+    fn write_answer(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.replacing.is_none() && self.clock.in_flight.get() == 0 {
+            self.replacing = PARSER_ANSWERS
+                .iter()
+                .find(|(prefix, _)| buf.starts_with(prefix))
+                .map(|(_, ours)| (*ours, 0));
+        }
+        let Some((ours, sent)) = self.replacing.as_mut() else {
+            return Pin::new(&mut self.io).poll_write(cx, buf);
+        };
+        while *sent < ours.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &ours[*sent..]) {
+                Poll::Ready(Ok(n)) => *sent += n,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
 }
 
 impl ClockedIo {
@@ -174,6 +216,7 @@ impl ClockedIo {
                 timer: RefCell::new(None),
                 task: RefCell::new(None),
             }),
+            replacing: None,
         }
     }
 }
@@ -212,7 +255,7 @@ impl AsyncWrite for ClockedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        self.get_mut().write_answer(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -228,7 +271,14 @@ impl AsyncWrite for ClockedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        match bufs.iter().find(|b| !b.is_empty()) {
+            // Only the start of an answer can be a parser answer; write it on its own.
+            Some(first) if this.clock.in_flight.get() == 0 || this.replacing.is_some() => {
+                this.write_answer(cx, first)
+            }
+            _ => Pin::new(&mut this.io).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -283,5 +333,26 @@ impl<B: MessageBody + Unpin> MessageBody for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parser_answers_are_well_formed_json_responses() {
+        for (prefix, ours) in super::PARSER_ANSWERS {
+            let text = std::str::from_utf8(ours).unwrap();
+            assert!(ours.starts_with(prefix));
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(length, body.len(), "{head}");
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert!(json["error"]["code"].is_string());
+        }
     }
 }
