@@ -95,6 +95,8 @@ pub struct HeadClock {
     timeout: Duration,
     /// Requests handed to the app whose answer is not finished yet.
     in_flight: Cell<usize>,
+    /// Whether any request of this connection ever reached the app.
+    dispatched: Cell<bool>,
     /// When the next request head must be complete; `None` while a request is being served
     /// (and before the first, which actix times).
     deadline: Cell<Option<Instant>>,
@@ -107,6 +109,7 @@ pub struct HeadClock {
 impl HeadClock {
     fn request_started(self: &Rc<Self>) -> InFlight {
         self.in_flight.set(self.in_flight.get() + 1);
+        self.dispatched.set(true);
         self.deadline.set(None);
         InFlight(self.clone())
     }
@@ -169,8 +172,10 @@ pub struct ClockedIo {
 /// actix-http refuses some requests before any app code runs (both Content-Length and
 /// Transfer-Encoding, a duplicate or invalid Content-Length, more than 96 headers, a head over
 /// 128 KiB) and answers with an empty body. The proxy's contract is a JSON error body, so the
-/// socket swaps those answers for ours; it can tell them apart because no request of the
-/// connection is in the app when they are written.
+/// socket swaps those answers for ours while no request of the connection has reached the app
+/// yet: only then is an answer certainly the parser's (an app answer, an upstream's 400 among
+/// them, may be flushed after its request has finished). A malformed request later on a
+/// kept-alive connection keeps actix's empty body.
 const PARSER_ANSWERS: [(&[u8], &[u8]); 2] = [
     (
         b"HTTP/1.1 400 ",
@@ -186,7 +191,7 @@ impl ClockedIo {
     /// Writes `buf`, or our replacement when `buf` is a parser answer; reports `buf` written
     /// once the replacement has gone out whole.
     fn write_answer(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.replacing.is_none() && self.clock.in_flight.get() == 0 {
+        if self.replacing.is_none() && !self.clock.dispatched.get() {
             self.replacing = PARSER_ANSWERS
                 .iter()
                 .find(|(prefix, _)| buf.starts_with(prefix))
@@ -212,6 +217,7 @@ impl ClockedIo {
             clock: Rc::new(HeadClock {
                 timeout,
                 in_flight: Cell::new(0),
+                dispatched: Cell::new(false),
                 deadline: Cell::new(None),
                 timer: RefCell::new(None),
                 task: RefCell::new(None),
@@ -274,7 +280,7 @@ impl AsyncWrite for ClockedIo {
         let this = self.get_mut();
         match bufs.iter().find(|b| !b.is_empty()) {
             // Only the start of an answer can be a parser answer; write it on its own.
-            Some(first) if this.clock.in_flight.get() == 0 || this.replacing.is_some() => {
+            Some(first) if !this.clock.dispatched.get() || this.replacing.is_some() => {
                 this.write_answer(cx, first)
             }
             _ => Pin::new(&mut this.io).poll_write_vectored(cx, bufs),

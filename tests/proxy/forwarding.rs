@@ -194,3 +194,41 @@ async fn bodies_stream_both_ways() {
     up.stop().await;
     c.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn upstream_error_answers_pass_through_untouched() {
+    let c = Cluster::bootstrap(1).await;
+    for (status, reason) in [
+        (400, "Bad Request"),
+        (431, "Request Header Fields Too Large"),
+        (502, "Bad Gateway"),
+    ] {
+        let response: &'static str = Box::leak(
+            format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 14\r\nX-From: upstream\r\n\r\nupstream says!").into_boxed_str(),
+        );
+        let raw = crate::support::raw_upstream(response).await;
+        let name = format!("u{status}");
+        c.route_to(0, &name, &format!("/{name}"), raw).await;
+        // Twice on one keep-alive connection, and once asking to close.
+        for _ in 0..2 {
+            let r = c.get(0, &format!("/{name}")).await;
+            assert_eq!(
+                (r.status, r.text.as_str()),
+                (status, "upstream says!"),
+                "{:?}",
+                r.headers
+            );
+            assert_eq!(r.header("x-from"), Some("upstream"));
+        }
+        let resp = c
+            .client
+            .get(c.proxy_url(0, &format!("/{name}")))
+            .insert_header(("connection", "close"))
+            .send()
+            .await
+            .unwrap();
+        let r = into_reply(resp).await;
+        assert_eq!((r.status, r.text.as_str()), (status, "upstream says!"));
+    }
+    c.shutdown().await;
+}
