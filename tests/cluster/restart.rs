@@ -94,11 +94,18 @@ async fn a_follower_down_during_many_writes_catches_up_through_a_snapshot() {
         (raft.metrics().borrow().purged.map(|l| l.index).unwrap_or(0) > 20).then_some(())
     })
     .await;
-    raft.trigger().elect().await.unwrap();
+    // An election can be lost (the old leader may hold an entry `other` lacks, or win the
+    // race): ask again until `other` leads.
     eventually("leadership to move", || async {
-        (c.wait_leader().await == other).then_some(())
+        if raft.metrics().borrow().current_leader == Some(other as u64 + 1) {
+            return Some(());
+        }
+        raft.trigger().elect().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        None
     })
     .await;
+    c.wait_leader().await;
     c.restart(down).await;
     let node = &c.gateway(down).node;
     eventually("the follower to catch up", || async {
