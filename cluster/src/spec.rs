@@ -306,6 +306,31 @@ fn unsupported(field: &str, what: &str) -> Invalid {
 }
 
 impl Service {
+    /// A service with the defaults: round robin over `urls` (weight 1), default timeouts, no
+    /// health checks, no retries.
+    pub fn new(
+        name: impl Into<String>,
+        urls: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Service {
+        Service {
+            name: name.into(),
+            version: 0,
+            targets: urls
+                .into_iter()
+                .map(|u| Target {
+                    url: u.into(),
+                    weight: 1,
+                })
+                .collect(),
+            balancer: Balancer::RoundRobin,
+            hash_on: None,
+            health_check: None,
+            passive: None,
+            timeouts: Timeouts::default(),
+            retries: 0,
+        }
+    }
+
     /// Stateless validation: everything that can be checked without the rest of the config.
     pub fn validate(&self) -> Result<(), Invalid> {
         validate_name(&self.name)?;
@@ -462,6 +487,28 @@ const METHODS: &[&str] = &[
 ];
 
 impl Route {
+    /// A route with the defaults to `service` for `paths`: any host and method, no auth.
+    pub fn new(name: impl Into<String>, service: impl Into<String>, paths: &[&str]) -> Route {
+        Route {
+            name: name.into(),
+            version: 0,
+            service: service.into(),
+            hosts: vec![],
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            methods: vec![],
+            headers: BTreeMap::new(),
+            priority: 0,
+            strip_path: false,
+            timeouts: None,
+            auth: AuthMode::None,
+            allow_groups: vec![],
+            rate_limit: None,
+            quota: None,
+            cache: None,
+            websocket: false,
+        }
+    }
+
     /// Stateless validation; whether `service` exists is checked against the state.
     pub fn validate(&self) -> Result<(), Invalid> {
         validate_name(&self.name)?;
@@ -550,205 +597,5 @@ impl Route {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn route(paths: &[&str]) -> Route {
-        Route {
-            name: "r".into(),
-            version: 0,
-            service: "s".into(),
-            hosts: vec![],
-            paths: paths.iter().map(|s| s.to_string()).collect(),
-            methods: vec![],
-            headers: BTreeMap::new(),
-            priority: 0,
-            strip_path: false,
-            timeouts: None,
-            auth: AuthMode::None,
-            allow_groups: vec![],
-            rate_limit: None,
-            quota: None,
-            cache: None,
-            websocket: false,
-        }
-    }
-
-    #[test]
-    fn target_urls_parse_with_explicit_ports() {
-        let t = parse_target_url("http://127.0.0.1:9000").unwrap();
-        assert_eq!(t.authority, "127.0.0.1:9000");
-        assert_eq!(t.base_path, "");
-        let t = parse_target_url("http://example.com/api/").unwrap();
-        assert_eq!(t.authority, "example.com:80");
-        assert_eq!(t.base_path, "/api");
-        let t = parse_target_url("http://[::1]:81/x").unwrap();
-        assert_eq!(t.authority, "[::1]:81");
-        assert!(parse_target_url("ftp://x").is_err());
-        assert!(parse_target_url("http://").is_err());
-        assert!(parse_target_url("http://a:99999").is_err());
-        assert!(parse_target_url("http://u@a:1").is_err());
-        assert!(parse_target_url("http://a b").is_err());
-    }
-
-    #[test]
-    fn route_paths_are_checked() {
-        assert!(route(&["/a", "=/b", "~^/c/[0-9]+$"]).validate().is_ok());
-        let e = route(&["~^/c/[0-9+$"]).validate().unwrap_err();
-        assert_eq!(e.field, "paths.0");
-        assert!(e.message.contains("invalid regex"));
-        assert_eq!(
-            route(&["/a", "nope"]).validate().unwrap_err().field,
-            "paths.1"
-        );
-    }
-
-    #[test]
-    fn unbuilt_features_are_refused_not_ignored() {
-        let mut r = route(&["/"]);
-        r.cache = Some(CacheSpec {
-            ttl_s: 60,
-            vary: vec![],
-        });
-        assert_eq!(r.validate().unwrap_err().field, "cache");
-        // Built features validate.
-        let mut r = route(&["/"]);
-        r.websocket = true;
-        assert!(r.validate().is_ok());
-    }
-
-    #[test]
-    fn names_are_plain() {
-        assert!(validate_name("users-v2.1").is_ok());
-        assert!(validate_name("").is_err());
-        assert!(validate_name("a/b").is_err());
-    }
-
-    fn service(balancer: Balancer) -> Service {
-        Service {
-            name: "s".into(),
-            version: 0,
-            targets: vec![Target {
-                url: "http://127.0.0.1:9000".into(),
-                weight: 1,
-            }],
-            balancer,
-            hash_on: None,
-            health_check: None,
-            passive: None,
-            timeouts: Timeouts::default(),
-            retries: 0,
-        }
-    }
-
-    fn check() -> HealthCheck {
-        HealthCheck {
-            path: "/health".into(),
-            interval_ms: 2000,
-            timeout_ms: 500,
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-        }
-    }
-
-    #[test]
-    fn every_balancer_health_check_and_passive_ejection_validate() {
-        for b in [
-            Balancer::RoundRobin,
-            Balancer::Weighted,
-            Balancer::LeastConn,
-            Balancer::P2cEwma,
-            Balancer::ConsistentHash,
-        ] {
-            let mut s = service(b);
-            s.health_check = Some(check());
-            s.passive = Some(Passive {
-                max_failures: 5,
-                eject_ms: 30_000,
-            });
-            assert_eq!(s.validate(), Ok(()), "{b:?}");
-        }
-        let mut s = service(Balancer::ConsistentHash);
-        for h in ["ip", "consumer", "header:x-user-id", "header:session_2"] {
-            s.hash_on = Some(h.into());
-            assert_eq!(s.validate(), Ok(()), "{h}");
-        }
-    }
-
-    #[test]
-    fn hash_on_is_for_consistent_hash_and_names_ip_consumer_or_a_header() {
-        let mut s = service(Balancer::RoundRobin);
-        s.hash_on = Some("ip".into());
-        assert_eq!(s.validate().unwrap_err().field, "hash_on");
-        let mut s = service(Balancer::ConsistentHash);
-        for bad in [
-            "",
-            "cookie",
-            "header:",
-            "header:X-User",
-            "header:a b",
-            "header:a:b",
-            "IP",
-        ] {
-            s.hash_on = Some(bad.into());
-            assert_eq!(s.validate().unwrap_err().field, "hash_on", "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn health_check_values_are_checked() {
-        type Spoil = fn(&mut HealthCheck);
-        let cases: [(Spoil, &str); 8] = [
-            (|c| c.path = "health".into(), "health_check.path"),
-            (|c| c.path = "/a b".into(), "health_check.path"),
-            (|c| c.path = "/a\r\nX: y".into(), "health_check.path"),
-            (|c| c.interval_ms = 0, "health_check.interval_ms"),
-            (|c| c.timeout_ms = 0, "health_check.timeout_ms"),
-            (|c| c.timeout_ms = c.interval_ms, "health_check.timeout_ms"),
-            (
-                |c| c.healthy_threshold = 0,
-                "health_check.healthy_threshold",
-            ),
-            (
-                |c| c.unhealthy_threshold = 0,
-                "health_check.unhealthy_threshold",
-            ),
-        ];
-        for (spoil, field) in cases {
-            let mut c = check();
-            spoil(&mut c);
-            let mut s = service(Balancer::RoundRobin);
-            s.health_check = Some(c);
-            assert_eq!(s.validate().unwrap_err().field, field);
-        }
-        let mut s = service(Balancer::RoundRobin);
-        s.health_check = Some(HealthCheck {
-            path: "/h?deep=1".into(),
-            interval_ms: 2,
-            timeout_ms: 1,
-            healthy_threshold: 1,
-            unhealthy_threshold: 1,
-        });
-        assert_eq!(s.validate(), Ok(()));
-    }
-
-    #[test]
-    fn passive_values_are_checked() {
-        let mut s = service(Balancer::RoundRobin);
-        s.passive = Some(Passive {
-            max_failures: 0,
-            eject_ms: 1,
-        });
-        assert_eq!(s.validate().unwrap_err().field, "passive.max_failures");
-        s.passive = Some(Passive {
-            max_failures: 1,
-            eject_ms: 0,
-        });
-        assert_eq!(s.validate().unwrap_err().field, "passive.eject_ms");
-        s.passive = Some(Passive {
-            max_failures: 1,
-            eject_ms: 1,
-        });
-        assert_eq!(s.validate(), Ok(()));
-    }
-}
+#[path = "spec_test.rs"]
+mod tests;

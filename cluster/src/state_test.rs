@@ -2,41 +2,11 @@ use super::*;
 use crate::spec::{AuthMode, Balancer, Target, Timeouts};
 
 fn service(name: &str) -> Service {
-    Service {
-        name: name.into(),
-        version: 0,
-        targets: vec![Target {
-            url: "http://127.0.0.1:9000".into(),
-            weight: 1,
-        }],
-        balancer: Balancer::RoundRobin,
-        hash_on: None,
-        health_check: None,
-        passive: None,
-        timeouts: Timeouts::default(),
-        retries: 0,
-    }
+    Service::new(name, ["http://127.0.0.1:9000"])
 }
 
 fn route(name: &str, service: &str) -> Route {
-    Route {
-        name: name.into(),
-        version: 0,
-        service: service.into(),
-        hosts: vec![],
-        paths: vec!["/x".into()],
-        methods: vec![],
-        headers: Default::default(),
-        priority: 0,
-        strip_path: false,
-        timeouts: None,
-        auth: AuthMode::None,
-        allow_groups: vec![],
-        rate_limit: None,
-        quota: None,
-        cache: None,
-        websocket: false,
-    }
+    Route::new(name, service, &["/x"])
 }
 
 fn put_service(s: Service) -> Command {

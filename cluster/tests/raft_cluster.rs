@@ -7,20 +7,7 @@ use raftgate_cluster::{ClusterNode, Command, NodeConfig, Precondition, WriteErro
 use tokio::net::TcpListener;
 
 fn service(name: &str) -> Service {
-    Service {
-        name: name.into(),
-        version: 0,
-        targets: vec![Target {
-            url: "http://127.0.0.1:1".into(),
-            weight: 1,
-        }],
-        balancer: Balancer::RoundRobin,
-        hash_on: None,
-        health_check: None,
-        passive: None,
-        timeouts: Timeouts::default(),
-        retries: 0,
-    }
+    Service::new(name, ["http://127.0.0.1:1"])
 }
 
 async fn start(n: u64, secrets: &[&str], dir: &std::path::Path) -> Vec<ClusterNode> {

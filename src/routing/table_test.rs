@@ -1,45 +1,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use raftgate_cluster::spec::{AuthMode, Balancer, Route, Service, Target, Timeouts};
+use raftgate_cluster::spec::{Route, Service};
 
 use super::{MatchKind, RouteTable};
 
 fn service(name: &str) -> Arc<Service> {
     Arc::new(Service {
-        name: name.into(),
         version: 1,
-        targets: vec![Target {
-            url: "http://127.0.0.1:9000/base".into(),
-            weight: 1,
-        }],
-        balancer: Balancer::RoundRobin,
-        hash_on: None,
-        health_check: None,
-        passive: None,
-        timeouts: Timeouts::default(),
-        retries: 0,
+        ..Service::new(name, ["http://127.0.0.1:9000/base"])
     })
 }
 
 fn route(name: &str, paths: &[&str]) -> Route {
     Route {
-        name: name.into(),
         version: 1,
-        service: "svc".into(),
-        hosts: vec![],
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-        methods: vec![],
-        headers: BTreeMap::new(),
-        priority: 0,
-        strip_path: false,
-        timeouts: None,
-        auth: AuthMode::None,
-        allow_groups: vec![],
-        rate_limit: None,
-        quota: None,
-        cache: None,
-        websocket: false,
+        ..Route::new(name, "svc", paths)
     }
 }
 
