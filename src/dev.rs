@@ -149,9 +149,9 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     println!(
         "  curl -s -X PUT -H 'Authorization: Bearer {DEV_TOKEN}' http://127.0.0.1:9082/routes/mine -d '{{\"service\":\"demo\",\"paths\":[\"/mine\"]}}' && curl -i http://127.0.0.1:8083/mine"
     );
-    println!("Ctrl-C stops everything.");
+    println!("Ctrl-C (or SIGTERM) stops everything.");
 
-    tokio::signal::ctrl_c().await?;
+    crate::shutdown_signal().await;
     println!("stopping…");
     for g in gateways {
         g.stop().await;

@@ -118,6 +118,17 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
     Ok(gateway)
 }
 
+/// Completes on SIGINT or SIGTERM: what `serve` and `dev` stop on.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
 /// Runs a node until `shutdown` completes, then stops it gracefully.
 pub async fn run(
     config: Config,

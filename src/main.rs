@@ -77,22 +77,15 @@ fn serve(path: PathBuf) -> ExitCode {
         }
     };
     let system = actix_rt::System::new();
-    match system.block_on(raftgate::run(config, listeners, shutdown_signal())) {
+    match system.block_on(raftgate::run(
+        config,
+        listeners,
+        raftgate::shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("raftgate: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
 }
