@@ -213,6 +213,11 @@ pub async fn forward(
         other if edge::over_limit(&other) => ProxyError::BodyTooLarge {
             limit: ctx.body_limit,
         },
+        // The client's body broke (it went away mid-upload): the client's failure, never
+        // counted against the upstream's health.
+        SendRequestError::Body(e) => ProxyError::BadRequest(format!(
+            "the request body could not be read from the client: {e}"
+        )),
         other => ProxyError::BadGateway {
             target: target_name.clone(),
             reason: other.to_string(),

@@ -202,3 +202,50 @@ async fn a_connect_timeout_answers_502_at_the_configured_time() {
     drop(listener);
     c.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_client_abandoning_its_upload_does_not_eject_the_upstream() {
+    let c = Cluster::bootstrap(1).await;
+    let up = Upstream::start("a");
+    let body = json!({"targets": [{"url": format!("http://{}", up.addr)}], "passive": {"max_failures": 1, "eject_ms": 60000}});
+    assert_eq!(
+        c.admin(0, "PUT", "/services/up", Some(body)).await.status,
+        201
+    );
+    c.admin(
+        0,
+        "PUT",
+        "/routes/up",
+        Some(json!({"service": "up", "paths": ["/"]})),
+    )
+    .await;
+    assert_eq!(c.get(0, "/before").await.status, 200);
+    for _ in 0..3 {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(c.nodes[0].config.listen.proxy)
+            .await
+            .unwrap();
+        s.write_all(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789",
+        )
+        .await
+        .unwrap();
+        // Vanish mid-body once the gateway is streaming the upload to the upstream.
+        let route = c.gateway(0).router.table.load().get("up").unwrap().clone();
+        crate::support::eventually("the upload to be in flight upstream", || async {
+            (route.upstream().target(0).inflight() == 1).then_some(())
+        })
+        .await;
+        drop(s);
+        crate::support::eventually("the attempt to end", || async {
+            (route.upstream().target(0).inflight() == 0).then_some(())
+        })
+        .await;
+    }
+    // A single failure would eject the only target (503 for a minute): the client's abandoned
+    // uploads must not count.
+    let r = c.get(0, "/after").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    up.stop().await;
+    c.shutdown().await;
+}
