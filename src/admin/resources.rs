@@ -27,71 +27,50 @@ pub trait Resource: Versioned + Serialize + DeserializeOwned + Clone + 'static {
     fn delete(name: String, precondition: Precondition) -> Command;
 }
 
-impl Resource for Service {
-    const KIND: Kind = Kind::Service;
-    fn all(state: &ClusterState) -> &BTreeMap<String, Arc<Self>> {
-        &state.services
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
-    fn validate(&self) -> Result<(), raftgate_cluster::spec::Invalid> {
-        Service::validate(self)
-    }
-    fn put(self, precondition: Precondition) -> Command {
-        Command::PutService {
-            service: self,
-            precondition,
+/// The three resources differ only in where they live and which commands change them.
+macro_rules! resource {
+    ($t:ty, $kind:ident, $map:ident, $field:ident, $put:ident, $delete:ident) => {
+        impl Resource for $t {
+            const KIND: Kind = Kind::$kind;
+            fn all(state: &ClusterState) -> &BTreeMap<String, Arc<Self>> {
+                &state.$map
+            }
+            fn set_name(&mut self, name: String) {
+                self.name = name;
+            }
+            fn validate(&self) -> Result<(), raftgate_cluster::spec::Invalid> {
+                <$t>::validate(self)
+            }
+            fn put(self, precondition: Precondition) -> Command {
+                Command::$put {
+                    $field: self,
+                    precondition,
+                }
+            }
+            fn delete(name: String, precondition: Precondition) -> Command {
+                Command::$delete { name, precondition }
+            }
         }
-    }
-    fn delete(name: String, precondition: Precondition) -> Command {
-        Command::DeleteService { name, precondition }
-    }
+    };
 }
 
-impl Resource for Route {
-    const KIND: Kind = Kind::Route;
-    fn all(state: &ClusterState) -> &BTreeMap<String, Arc<Self>> {
-        &state.routes
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
-    fn validate(&self) -> Result<(), raftgate_cluster::spec::Invalid> {
-        Route::validate(self)
-    }
-    fn put(self, precondition: Precondition) -> Command {
-        Command::PutRoute {
-            route: self,
-            precondition,
-        }
-    }
-    fn delete(name: String, precondition: Precondition) -> Command {
-        Command::DeleteRoute { name, precondition }
-    }
-}
-
-impl Resource for Consumer {
-    const KIND: Kind = Kind::Consumer;
-    fn all(state: &ClusterState) -> &BTreeMap<String, Arc<Self>> {
-        &state.consumers
-    }
-    fn set_name(&mut self, name: String) {
-        self.name = name;
-    }
-    fn validate(&self) -> Result<(), raftgate_cluster::spec::Invalid> {
-        Consumer::validate(self)
-    }
-    fn put(self, precondition: Precondition) -> Command {
-        Command::PutConsumer {
-            consumer: self,
-            precondition,
-        }
-    }
-    fn delete(name: String, precondition: Precondition) -> Command {
-        Command::DeleteConsumer { name, precondition }
-    }
-}
+resource!(
+    Service,
+    Service,
+    services,
+    service,
+    PutService,
+    DeleteService
+);
+resource!(Route, Route, routes, route, PutRoute, DeleteRoute);
+resource!(
+    Consumer,
+    Consumer,
+    consumers,
+    consumer,
+    PutConsumer,
+    DeleteConsumer
+);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     resource::<Service>(cfg, "services");

@@ -10,8 +10,6 @@ pub struct RequestCtx {
     pub started: Instant,
     /// Kept from the client's `X-Request-Id` or generated.
     pub request_id: String,
-    /// The normalised request path.
-    pub path: String,
     pub route: Option<Arc<CompiledRoute>>,
     /// The path sent upstream (after `strip_path`), without the target's base path.
     pub forward_path: String,
@@ -31,7 +29,6 @@ impl RequestCtx {
         RequestCtx {
             started: Instant::now(),
             request_id,
-            path: String::new(),
             route: None,
             forward_path: String::new(),
             target: None,

@@ -2,7 +2,8 @@
 
 use super::ctx::RequestCtx;
 
-pub fn log(ctx: &RequestCtx, method: &str) {
+/// The path logged is the one the client sent, as web servers' access logs do.
+pub fn log(ctx: &RequestCtx, method: &str, path: &str) {
     if !tracing::enabled!(target: "raftgate::access", tracing::Level::INFO) {
         return;
     }
@@ -13,7 +14,7 @@ pub fn log(ctx: &RequestCtx, method: &str) {
         target: "raftgate::access",
         request_id = %ctx.request_id,
         method,
-        path = %ctx.path,
+        path,
         route = ctx.route_name(),
         status = ctx.status,
         target = ?ctx.target,

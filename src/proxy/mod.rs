@@ -77,7 +77,7 @@ async fn handle(
             e.response(&ctx.request_id)
         }
     };
-    log::log(&ctx, req.method().as_str());
+    log::log(&ctx, req.method().as_str(), req.uri().path());
     response
 }
 

@@ -27,7 +27,6 @@ pub fn route(
         })?;
     ctx.forward_path = found.forward_path(&path).into_owned();
     ctx.route = Some(found.route().clone());
-    ctx.path = path.into_owned();
     Ok(())
 }
 

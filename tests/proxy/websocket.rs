@@ -14,34 +14,8 @@ use crate::support::{client, eventually, Cluster, Upstream, DEADLINE};
 
 /// A service `name` on `upstream` and a `websocket: true` route for `path`.
 async fn ws_route(c: &Cluster, name: &str, path: &str, upstream: SocketAddr) {
-    let s = c
-        .admin(
-            0,
-            "PUT",
-            &format!("/services/{name}"),
-            Some(json!({"targets": [{"url": format!("http://{upstream}")}]})),
-        )
+    c.route_with(0, name, path, upstream, json!({"websocket": true}))
         .await;
-    assert!(
-        s.status == 200 || s.status == 201,
-        "{} {}",
-        s.status,
-        s.text
-    );
-    let r = c
-        .admin(
-            0,
-            "PUT",
-            &format!("/routes/{name}"),
-            Some(json!({"service": name, "paths": [path], "websocket": true})),
-        )
-        .await;
-    assert!(
-        r.status == 200 || r.status == 201,
-        "{} {}",
-        r.status,
-        r.text
-    );
 }
 
 trait Socket:

@@ -270,6 +270,18 @@ impl Cluster {
 
     /// Creates a service pointing at `upstream` and a prefix route for `path` on node `i`.
     pub async fn route_to(&self, i: usize, name: &str, path: &str, upstream: SocketAddr) -> Reply {
+        self.route_with(i, name, path, upstream, json!({})).await
+    }
+
+    /// As [`Cluster::route_to`], with `extra` fields merged into the route.
+    pub async fn route_with(
+        &self,
+        i: usize,
+        name: &str,
+        path: &str,
+        upstream: SocketAddr,
+        extra: Value,
+    ) -> Reply {
         let s = self
             .admin(
                 i,
@@ -284,13 +296,12 @@ impl Cluster {
             s.status,
             s.text
         );
+        let mut route = json!({"service": name, "paths": [path]});
+        if let (Some(route), Value::Object(extra)) = (route.as_object_mut(), extra) {
+            route.extend(extra);
+        }
         let r = self
-            .admin(
-                i,
-                "PUT",
-                &format!("/routes/{name}"),
-                Some(json!({"service": name, "paths": [path]})),
-            )
+            .admin(i, "PUT", &format!("/routes/{name}"), Some(route))
             .await;
         assert!(
             r.status == 200 || r.status == 201,
