@@ -158,6 +158,7 @@ fn main() {
             proxy: bind0(),
             admin: bind0(),
             cluster: bind0(),
+            proxy_tls: None,
         };
         let listen = Listen {
             proxy: listeners.proxy.local_addr().unwrap(),

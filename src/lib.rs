@@ -8,6 +8,7 @@
 //!   then the router).
 //! - [`balancing`]: each service's live targets (health, load, latency) and the balancers.
 //! - [`proxy`]: the client-facing request pipeline, one file per phase.
+//! - [`tls`]: certificates and the SNI resolver of the TLS listener; TLS to `https://` targets.
 //! - [`admin`]: the admin API on every node.
 //! - [`dev`]: `raftgate dev`, a local cluster with a demo upstream.
 //!
@@ -16,11 +17,13 @@
 
 pub mod actors;
 pub mod admin;
+pub mod auth;
 pub mod balancing;
 pub mod config;
 pub mod dev;
 pub mod proxy;
 pub mod routing;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,11 +35,13 @@ use raftgate_cluster::{ClusterNode, NodeConfig};
 
 use crate::config::Config;
 
-/// The three listening sockets of a node, bound before anything else starts.
+/// The listening sockets of a node, bound before anything else starts.
 pub struct Listeners {
     pub proxy: std::net::TcpListener,
     pub admin: std::net::TcpListener,
     pub cluster: std::net::TcpListener,
+    /// `listen.proxy_tls`: the proxy again, behind TLS termination.
+    pub proxy_tls: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -49,6 +54,7 @@ impl Listeners {
             proxy: bind(config.listen.proxy)?,
             admin: bind(config.listen.admin)?,
             cluster: bind(config.listen.cluster)?,
+            proxy_tls: config.listen.proxy_tls.map(bind).transpose()?,
         })
     }
 }
@@ -66,6 +72,8 @@ pub struct Gateway {
     pub node: ClusterNode,
     pub router: actors::router::RouterHandle,
     pub balancer: actors::balancer::BalancerHandle,
+    pub auth: actors::auth::AuthHandle,
+    pub certificates: actors::certificates::CertificatesHandle,
     accepting: Arc<AtomicBool>,
     proxy: actix_web::dev::ServerHandle,
     admin: actix_web::dev::ServerHandle,
@@ -78,16 +86,32 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
         tokio::net::TcpListener::from_std(listeners.cluster)?
     };
     let node = ClusterNode::start(node_config(&config), cluster_listener).await?;
-    // State machine → balancer → router: a route table is compiled only from states whose
-    // services the balancer has already reconciled, so it finds their runtimes.
+    // State machine → balancer → auth → router: a route table is compiled only from states
+    // whose services the balancer has already reconciled, so it finds their runtimes; and
+    // the router announces an applied index only once the credentials of that state are
+    // published too (read-your-writes for keys and revocations).
     let balancer = actors::balancer::start(node.subscribe());
-    let router = actors::router::start(balancer.states(), balancer.health.clone());
+    let auth = actors::auth::start(balancer.states());
+    let router = actors::router::start(auth.states(), balancer.health.clone());
+    // Certificates only matter to the TLS listener: fed straight from the state machine.
+    let certificates = actors::certificates::start(node.subscribe());
+    let tls = listeners.proxy_tls.map(|listener| proxy::TlsListener {
+        listener,
+        config: tls::store::server_config(certificates.store.clone()),
+    });
 
-    let proxy = proxy::server(&config, listeners.proxy, router.table.clone())?;
+    let proxy = proxy::server(
+        &config,
+        listeners.proxy,
+        router.table.clone(),
+        auth.index.clone(),
+        tls,
+    )?;
     let accepting = Arc::new(AtomicBool::new(true));
     let admin_state = web::Data::new(admin::AdminState {
         node: node.clone(),
         router: router.clone(),
+        certificates: certificates.clone(),
         token: config.admin_token.as_deref().map(Arc::from),
         accepting: accepting.clone(),
     });
@@ -108,6 +132,8 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
         node,
         router,
         balancer,
+        auth,
+        certificates,
         accepting,
         proxy: proxy.handle(),
         admin: admin.handle(),

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`spec`]: the replicated resources (services, routes) and their stateless validation.
 //! - [`identity`]: consumers and credentials (API keys stored as hashes).
+//! - [`tls`]: TLS certificates for the proxy's TLS listener.
 //! - [`types`]: openraft's type configuration, [`types::Command`] and [`types::Response`].
 //! - [`state`]: [`state::ClusterState`] and its pure `apply`.
 //! - [`log_store`]: the durable Raft log on redb.
@@ -16,8 +17,10 @@
 
 pub mod spec;
 pub mod state;
+pub mod tls;
 pub mod types;
 
+pub use imbl::OrdMap;
 pub use state::ClusterState;
 pub use types::{Command, NodeId, Precondition, Raft, Response, TypeConfig};
 pub mod identity;

@@ -32,6 +32,14 @@ pub struct Service {
     /// Retries on connect failure, idempotent methods only.
     #[serde(default)]
     pub retries: u32,
+    /// `https://` targets: a PEM file of CA certificates to verify them with instead of the
+    /// public web roots. Read by each node when it builds the client, so it must exist on every
+    /// node; checked on the node that takes the write.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// `https://` targets: the same as inline PEM text, replicated with the service.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,12 +238,12 @@ pub struct TargetUrl {
 }
 
 pub fn parse_target_url(url: &str) -> Result<TargetUrl, String> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
-        ("http", rest)
-    } else if url.starts_with("https://") {
-        return Err("https:// targets are not supported yet; use http://".into());
+    let (scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("http://") {
+        ("http", rest, 80)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        ("https", rest, 443)
     } else {
-        return Err(format!("{url:?} is not an http:// URL"));
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -258,7 +266,7 @@ pub fn parse_target_url(url: &str) -> Result<TargetUrl, String> {
             _ => return Err(format!("{url:?} has an invalid port")),
         }
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     if authority.parse::<http_authority::Check>().is_err() {
         return Err(format!("{url:?} has an invalid host"));
@@ -328,6 +336,8 @@ impl Service {
             passive: None,
             timeouts: Timeouts::default(),
             retries: 0,
+            ca_file: None,
+            ca_pem: None,
         }
     }
 
@@ -373,7 +383,12 @@ impl Service {
         if self.retries > 10 {
             return Err(invalid("retries", "at most 10 retries"));
         }
-        Ok(())
+        crate::tls::validate_ca(self)
+    }
+
+    /// Whether any target is `https://`.
+    pub fn has_tls_targets(&self) -> bool {
+        self.targets.iter().any(|t| t.url.starts_with("https://"))
     }
 }
 
@@ -577,11 +592,14 @@ impl Route {
         if let Some(t) = &self.timeouts {
             validate_timeouts("timeouts", t)?;
         }
-        if self.auth != AuthMode::None {
-            return Err(unsupported("auth", "consumer authentication"));
+        if !self.allow_groups.is_empty() && self.auth == AuthMode::None {
+            return Err(invalid(
+                "allow_groups",
+                "allow_groups needs an authenticated route: set auth to api_key, jwt or any",
+            ));
         }
-        if !self.allow_groups.is_empty() {
-            return Err(unsupported("allow_groups", "consumer ACLs"));
+        for (i, g) in self.allow_groups.iter().enumerate() {
+            validate_name(g).map_err(|e| invalid(format!("allow_groups.{i}"), e.message))?;
         }
         if self.rate_limit.is_some() {
             return Err(unsupported("rate_limit", "rate limiting"));

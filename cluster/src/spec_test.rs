@@ -22,6 +22,23 @@ fn target_urls_parse_with_explicit_ports() {
 }
 
 #[test]
+fn https_targets_keep_their_scheme_and_default_to_443() {
+    let t = parse_target_url("https://api.example.com/v1").unwrap();
+    assert_eq!(
+        (t.scheme, t.authority.as_str(), t.base_path.as_str()),
+        ("https", "api.example.com:443", "/v1")
+    );
+    let t = parse_target_url("https://127.0.0.1:8443").unwrap();
+    assert_eq!(
+        (t.scheme, t.authority.as_str()),
+        ("https", "127.0.0.1:8443")
+    );
+    assert_eq!(parse_target_url("http://a").unwrap().scheme, "http");
+    assert!(parse_target_url("https://").is_err());
+    assert!(parse_target_url("HTTPS://a").is_err());
+}
+
+#[test]
 fn route_paths_are_checked() {
     assert!(route(&["/a", "=/b", "~^/c/[0-9]+$"]).validate().is_ok());
     let e = route(&["~^/c/[0-9+$"]).validate().unwrap_err();

@@ -64,8 +64,7 @@ impl StateMachine {
     }
 
     fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        let state: ClusterState =
-            postcard::from_bytes(data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let state = ClusterState::decode(data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.state = Arc::new(state);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();

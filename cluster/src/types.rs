@@ -4,9 +4,10 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{ApiKey, Consumer};
+use crate::identity::{format_key_id, ApiKey, Consumer, JwtCredential};
 use crate::spec::{Route, Service};
 use crate::state::{Applied, StateError};
+use crate::tls::Certificate;
 
 openraft::declare_raft_types!(
     /// raftgate's Raft types: node ids are `u64`, nodes carry their cluster address.
@@ -74,7 +75,24 @@ pub enum Command {
     },
     RevokeApiKey {
         consumer: String,
-        id: String,
+        id: u64,
+    },
+    /// Adds or replaces a JWT credential (its key material checked by the receiving node).
+    PutJwt {
+        credential: JwtCredential,
+    },
+    DeleteJwt {
+        consumer: String,
+        key_id: String,
+    },
+    /// Adds or replaces a TLS certificate (chain and key checked by the receiving node).
+    PutCertificate {
+        certificate: Certificate,
+        precondition: Precondition,
+    },
+    DeleteCertificate {
+        name: String,
+        precondition: Precondition,
     },
 }
 
@@ -88,9 +106,26 @@ impl std::fmt::Display for Command {
             Command::PutConsumer { consumer, .. } => write!(f, "put consumer {}", consumer.name),
             Command::DeleteConsumer { name, .. } => write!(f, "delete consumer {name}"),
             Command::CreateApiKey { key } => {
-                write!(f, "create key {} for {}", key.id, key.consumer)
+                write!(
+                    f,
+                    "create key {} for {}",
+                    format_key_id(key.id),
+                    key.consumer
+                )
             }
-            Command::RevokeApiKey { consumer, id } => write!(f, "revoke key {id} of {consumer}"),
+            Command::RevokeApiKey { consumer, id } => {
+                write!(f, "revoke key {} of {consumer}", format_key_id(*id))
+            }
+            Command::PutJwt { credential: c } => {
+                write!(f, "put jwt credential {} of {}", c.key_id, c.consumer)
+            }
+            Command::DeleteJwt { consumer, key_id } => {
+                write!(f, "delete jwt credential {key_id} of {consumer}")
+            }
+            Command::PutCertificate { certificate, .. } => {
+                write!(f, "put certificate {}", certificate.name)
+            }
+            Command::DeleteCertificate { name, .. } => write!(f, "delete certificate {name}"),
         }
     }
 }

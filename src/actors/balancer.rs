@@ -22,7 +22,8 @@ use raftgate_cluster::spec::{HealthCheck, Service};
 use raftgate_cluster::ClusterState;
 use tokio::sync::watch;
 
-use crate::balancing::{probe::probe, HealthTable, ServiceRuntime};
+use crate::balancing::probe::{probe_target, targets_of, ProbeTarget};
+use crate::balancing::{HealthTable, ServiceRuntime};
 
 /// A new cluster state was applied on this node.
 #[derive(Message)]
@@ -159,7 +160,7 @@ impl Balancer {
     ) -> Checker {
         self.generations += 1;
         let generation = self.generations;
-        let targets: Vec<String> = runtime.urls().iter().map(|u| u.authority.clone()).collect();
+        let targets = targets_of(runtime);
         let n = targets.len();
         let live = LiveChecker::new(&self.live_checkers);
         let task = actix_rt::spawn(check_loop(
@@ -283,7 +284,7 @@ async fn check_loop(
     me: WeakAddr<Balancer>,
     service: String,
     generation: u64,
-    targets: Vec<String>,
+    targets: Vec<ProbeTarget>,
     config: HealthCheck,
     _live: LiveChecker,
 ) {
@@ -292,7 +293,9 @@ async fn check_loop(
     let timeout = Duration::from_millis(config.timeout_ms);
     loop {
         tick.tick().await;
-        let probes = targets.iter().map(|t| probe(t, &config.path, timeout));
+        let probes = targets
+            .iter()
+            .map(|t| probe_target(t, &config.path, timeout));
         let healthy = futures_util::future::join_all(probes).await;
         let Some(addr) = me.upgrade() else {
             return;

@@ -83,6 +83,14 @@ impl From<StateError> for AdminError {
                 code: "duplicate_key",
                 message,
             },
+            StateError::KeyIdTaken { .. } => AdminError::Conflict {
+                code: "key_id_taken",
+                message,
+            },
+            StateError::SniTaken { .. } => AdminError::Conflict {
+                code: "sni_taken",
+                message,
+            },
             StateError::UnknownService { .. } => AdminError::Invalid(Invalid {
                 field: "service".into(),
                 message,

@@ -2,6 +2,7 @@
 //! Writes go through [`ClusterNode::write`] (forwarded to the leader when needed) and answer only
 //! once this node's router serves them.
 
+mod certificates;
 mod error;
 mod keys;
 mod resources;
@@ -18,6 +19,7 @@ use subtle::ConstantTimeEq;
 
 pub use error::AdminError;
 
+use crate::actors::certificates::CertificatesHandle;
 use crate::actors::router::RouterHandle;
 
 /// Everything the admin handlers share.
@@ -25,6 +27,8 @@ use crate::actors::router::RouterHandle;
 pub struct AdminState {
     pub node: ClusterNode,
     pub router: RouterHandle,
+    /// The TLS listener's certificates: certificate writes wait until they are served too.
+    pub certificates: CertificatesHandle,
     pub token: Option<Arc<str>>,
     /// False while draining: `/readyz` answers 503.
     pub accepting: Arc<AtomicBool>,

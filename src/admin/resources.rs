@@ -1,6 +1,5 @@
 //! CRUD of services and routes, written once over the [`Resource`] trait.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +8,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use raftgate_cluster::identity::Consumer;
 use raftgate_cluster::spec::{Route, Service};
 use raftgate_cluster::state::{Applied, Kind, Versioned};
-use raftgate_cluster::{ClusterState, Command, Precondition, WriteOk};
+use raftgate_cluster::tls::Certificate;
+use raftgate_cluster::{ClusterState, Command, OrdMap, Precondition, WriteOk};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde::Serialize;
@@ -20,26 +20,34 @@ use super::{AdminError, AdminState};
 /// A replicated resource the admin API manages by name.
 pub trait Resource: Versioned + Serialize + DeserializeOwned + Clone + 'static {
     const KIND: Kind;
-    fn all(state: &ClusterState) -> &BTreeMap<String, Arc<Self>>;
+    fn all(state: &ClusterState) -> &OrdMap<String, Arc<Self>>;
     fn set_name(&mut self, name: String);
     fn validate(&self) -> Result<(), raftgate_cluster::spec::Invalid>;
     fn put(self, precondition: Precondition) -> Command;
     fn delete(name: String, precondition: Precondition) -> Command;
+    /// What GET shows: the resource itself, unless it holds a secret.
+    type View<'a>: Serialize
+    where
+        Self: 'a;
+    fn view(&self) -> Self::View<'_>;
 }
 
 /// The three resources differ only in where they live and which commands change them.
+/// `then` names a check that needs more than the value (a file, the TLS library).
 macro_rules! resource {
-    ($t:ty, $kind:ident, $map:ident, $field:ident, $put:ident, $delete:ident) => {
+    ($t:ty, $kind:ident, $map:ident, $field:ident, $put:ident, $delete:ident $(, then $check:path)?) => {
         impl Resource for $t {
             const KIND: Kind = Kind::$kind;
-            fn all(state: &ClusterState) -> &BTreeMap<String, Arc<Self>> {
+            fn all(state: &ClusterState) -> &OrdMap<String, Arc<Self>> {
                 &state.$map
             }
             fn set_name(&mut self, name: String) {
                 self.name = name;
             }
             fn validate(&self) -> Result<(), raftgate_cluster::spec::Invalid> {
-                <$t>::validate(self)
+                <$t>::validate(self)?;
+                $($check(self)?;)?
+                Ok(())
             }
             fn put(self, precondition: Precondition) -> Command {
                 Command::$put {
@@ -49,6 +57,10 @@ macro_rules! resource {
             }
             fn delete(name: String, precondition: Precondition) -> Command {
                 Command::$delete { name, precondition }
+            }
+            type View<'a> = &'a $t;
+            fn view(&self) -> &Self {
+                self
             }
         }
     };
@@ -60,7 +72,8 @@ resource!(
     services,
     service,
     PutService,
-    DeleteService
+    DeleteService,
+    then crate::tls::upstream::check_service
 );
 resource!(Route, Route, routes, route, PutRoute, DeleteRoute);
 resource!(
@@ -76,6 +89,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     resource::<Service>(cfg, "services");
     resource::<Route>(cfg, "routes");
     resource::<Consumer>(cfg, "consumers");
+    resource::<Certificate>(cfg, "certificates");
 }
 
 fn resource<R: Resource>(cfg: &mut web::ServiceConfig, plural: &str) {
@@ -128,7 +142,7 @@ async fn list<R: Resource>(
     req: HttpRequest,
 ) -> Result<HttpResponse, AdminError> {
     let st = read_state(&state, &req).await?;
-    let data: Vec<&R> = R::all(&st).values().map(|r| &**r).collect();
+    let data: Vec<R::View<'_>> = R::all(&st).values().map(|r| r.view()).collect();
     Ok(with_revision(HttpResponse::Ok(), st.revision).json(serde_json::json!({ "data": data })))
 }
 
@@ -141,7 +155,7 @@ async fn get<R: Resource>(
     let found = R::all(&st).get(name.as_str()).ok_or_else(|| {
         AdminError::NotFound(format!("{} {:?} does not exist", R::KIND, name.as_str()))
     })?;
-    Ok(with_revision(HttpResponse::Ok(), st.revision).json(&**found))
+    Ok(with_revision(HttpResponse::Ok(), st.revision).json(found.view()))
 }
 
 async fn put<R: Resource>(
@@ -172,7 +186,7 @@ async fn put<R: Resource>(
     } else {
         StatusCode::OK
     };
-    Ok(with_revision(HttpResponse::build(status), ok.revision).json(stored.map(|r| &**r)))
+    Ok(with_revision(HttpResponse::build(status), ok.revision).json(stored.map(|r| r.view())))
 }
 
 async fn delete<R: Resource>(
@@ -211,11 +225,20 @@ fn precondition(req: &HttpRequest) -> Result<Precondition, AdminError> {
 
 /// Commits through Raft, then waits until this node's router serves the result.
 pub async fn commit(state: &AdminState, cmd: Command) -> Result<WriteOk, AdminError> {
+    let certificate = matches!(
+        cmd,
+        Command::PutCertificate { .. } | Command::DeleteCertificate { .. }
+    );
     let ok = state.node.write(cmd).await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     if !state.router.wait_published(ok.index, deadline).await {
         return Err(AdminError::Unavailable(
             "the write committed but this node's router has not published it yet".into(),
+        ));
+    }
+    if certificate && !state.certificates.wait_published(ok.index, deadline).await {
+        return Err(AdminError::Unavailable(
+            "the write committed but this node's TLS listener does not serve it yet".into(),
         ));
     }
     Ok(ok)

@@ -27,6 +27,8 @@ fn service(balancer: Balancer, weights: &[u32]) -> Arc<Service> {
         }),
         timeouts: Timeouts::default(),
         retries: 0,
+        ca_file: None,
+        ca_pem: None,
     })
 }
 

@@ -1,11 +1,69 @@
-//! One active health probe: `GET path` over a fresh TCP connection, HTTP/1.0 so the answer ends
-//! with the connection and needs no body framing. Healthy means a 2xx or 3xx status line within
-//! the timeout, connect included.
+//! One active health probe: `GET path` over a fresh TCP connection (TLS for `https://`
+//! targets, verified as the proxy verifies them), HTTP/1.0 so the answer ends with the
+//! connection and needs no body framing. Healthy means a 2xx or 3xx status line within the
+//! timeout, connect and handshake included.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::ServiceRuntime;
+use crate::tls::upstream::{client_config, Trust};
+
+/// A target as its checker probes it.
+pub struct ProbeTarget {
+    authority: String,
+    /// `https://` targets: the service's client config and the name to verify; `Err` when the
+    /// service's CA cannot be used on this node (every probe fails).
+    tls: Option<Result<(Arc<ClientConfig>, ServerName<'static>), String>>,
+}
+
+/// The targets of `runtime`, each with what its probe needs (a CA file is read here, once per
+/// checker).
+pub fn targets_of(runtime: &ServiceRuntime) -> Vec<ProbeTarget> {
+    runtime
+        .urls
+        .iter()
+        .map(|url| ProbeTarget {
+            authority: url.authority.clone(),
+            tls: (url.scheme == "https").then(|| {
+                let config = client_config(&Trust::of(&runtime.spec))?;
+                let host = url.authority.rsplit_once(':').map_or("", |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+                Ok((config, name))
+            }),
+        })
+        .collect()
+}
+
+/// Probes one target of a checker.
+pub async fn probe_target(target: &ProbeTarget, path: &str, timeout: Duration) -> bool {
+    let Some(tls) = &target.tls else {
+        return probe(&target.authority, path, timeout).await;
+    };
+    let (config, name) = match tls {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::debug!(target = %target.authority, error = %e, "TLS probe not possible");
+            return false;
+        }
+    };
+    let connect = async {
+        let tcp = TcpStream::connect(&target.authority).await.ok()?;
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        let stream = connector.connect(name.clone(), tcp).await.ok()?;
+        status(stream, &target.authority, path).await
+    };
+    matches!(
+        tokio::time::timeout(timeout, connect).await,
+        Ok(Some(200..=399))
+    )
+}
 
 /// The status line never needs more than this.
 const MAX_HEAD: usize = 1024;
@@ -14,13 +72,21 @@ const MAX_HEAD: usize = 1024;
 /// characters, so it cannot break the request line).
 pub async fn probe(authority: &str, path: &str, timeout: Duration) -> bool {
     matches!(
-        tokio::time::timeout(timeout, status(authority, path)).await,
+        tokio::time::timeout(timeout, connect_status(authority, path)).await,
         Ok(Some(200..=399))
     )
 }
 
-async fn status(authority: &str, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(authority).await.ok()?;
+async fn connect_status(authority: &str, path: &str) -> Option<u16> {
+    let stream = TcpStream::connect(authority).await.ok()?;
+    status(stream, authority, path).await
+}
+
+async fn status(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    authority: &str,
+    path: &str,
+) -> Option<u16> {
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: raftgate-health-check\r\nConnection: close\r\n\r\n"
     );

@@ -36,8 +36,8 @@ const DECAY_US: f64 = 10_000_000.0;
 pub enum HashOn {
     /// The client's IP address (the TCP peer).
     Ip,
-    /// The authenticated consumer (`X-Consumer` as the auth phase sets it). Until
-    /// authentication exists no request has a consumer, and the client IP is used.
+    /// The authenticated consumer (as the auth phase found it); the client IP on a request
+    /// without one (a route with `auth: none`).
     Consumer,
     /// A request header (lower-case name); the client IP when the request lacks it.
     Header(String),
@@ -256,8 +256,8 @@ impl ServiceRuntime {
         Some(runtime)
     }
 
-    /// Whether this runtime serves `service` as is: same targets, balancer, hash key and checks
-    /// (timeouts and retries are read from the route, not from here).
+    /// Whether this runtime serves `service` as is: same targets, balancer, hash key, checks and
+    /// CA (which the checker verifies with); timeouts and retries are read from the route.
     pub fn fits(&self, service: &Service) -> bool {
         let s = &self.spec;
         s.targets == service.targets
@@ -265,6 +265,8 @@ impl ServiceRuntime {
             && s.hash_on == service.hash_on
             && s.passive == service.passive
             && s.health_check == service.health_check
+            && s.ca_file == service.ca_file
+            && s.ca_pem == service.ca_pem
     }
 
     pub fn name(&self) -> &str {

@@ -126,7 +126,7 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(c.raft.logs_to_keep, 1000);
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.limits.max_header_bytes, 65536);
-    assert_eq!(c.limits.max_headers, 96);
+    assert_eq!(c.limits.max_headers, 100);
     assert_eq!(c.limits.max_body_bytes, 10_485_760);
     assert_eq!(c.limits.header_timeout_ms, 10_000);
 }
@@ -182,6 +182,20 @@ fn unknown_key_inside_an_inline_table_is_named() {
     let err = parse_err(&text);
 
     assert_eq!(err.key(), Some("listen.proxy_tls.adr"));
+}
+
+#[test]
+fn proxy_tls_comes_from_the_file_or_env_and_errors_name_it() {
+    let env: MapEnv = [("RAFTGATE_LISTEN_PROXY_TLS", "127.0.0.1:18444")]
+        .into_iter()
+        .collect();
+    let c = from_str(FULL, Path::new("x.toml"), &env).unwrap();
+    assert_eq!(c.listen.proxy_tls, Some(addr("127.0.0.1:18444")));
+
+    let text = FULL.replace("{ addr = \"127.0.0.1:18443\" }", "{ addr = \"nope\" }");
+    let err = parse_err(&text);
+    assert_eq!(err.key(), Some("listen.proxy_tls"), "{err}");
+    assert!(err.to_string().contains("\"nope\""), "{err}");
 }
 
 #[test]
@@ -457,23 +471,24 @@ fn zero_limits_are_rejected() {
 }
 
 #[test]
-fn limits_the_http_parser_cannot_honour_are_rejected() {
-    let text = FULL.replace("max_headers      = 10", "max_headers = 97");
+fn limits_the_proxy_cannot_honour_are_rejected() {
+    let text = FULL.replace("max_headers      = 10", "max_headers = 1001");
     let err = parse_err(&text);
     assert_eq!(err.key(), Some("limits.max_headers"));
     let msg = err.to_string();
     assert!(
-        msg.contains("key \"limits.max_headers\"") && msg.contains("at most 96"),
+        msg.contains("key \"limits.max_headers\"") && msg.contains("at most 1000"),
         "{msg}"
     );
     let text = FULL.replace("max_header_bytes = 1024", "max_header_bytes = 131073");
     assert_eq!(parse_err(&text).key(), Some("limits.max_header_bytes"));
+    // Past actix-http's own 96 header fields: the proxy carries the rest through it.
     let text = FULL
-        .replace("max_headers      = 10", "max_headers = 96")
+        .replace("max_headers      = 10", "max_headers = 1000")
         .replace("max_header_bytes = 1024", "max_header_bytes = 131072");
     let c = parse(&text).unwrap();
     assert_eq!(
         (c.limits.max_headers, c.limits.max_header_bytes),
-        (96, 131_072)
+        (1000, 131_072)
     );
 }

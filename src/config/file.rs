@@ -20,9 +20,7 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 5000;
 pub const DEFAULT_LOGS_TO_KEEP: u64 = 1000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 65536;
-/// API.md §2 says 100, but the proxy's HTTP parser (actix-http) stops at 96 header fields:
-/// the default is the most it can honour (see `MAX_HEADERS_SUPPORTED`).
-pub const DEFAULT_MAX_HEADERS: usize = 96;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 

@@ -155,11 +155,11 @@ impl RaftTiming {
     }
 }
 
-/// The most header fields the proxy's HTTP parser (actix-http) accepts: beyond that it answers
-/// 431 itself, so a larger `limits.max_headers` could not be honoured.
-pub const MAX_HEADERS_SUPPORTED: usize = 96;
-/// The largest request head actix-http buffers (128 KiB): beyond that it answers 431 itself, so
-/// a larger `limits.max_header_bytes` could not be honoured.
+/// The most `limits.max_headers` may be. The proxy frames heads itself and carries fields past
+/// actix-http's 96 through it (`proxy/head.rs`); the cap bounds the work one head may cost.
+pub const MAX_HEADERS_SUPPORTED: usize = 1000;
+/// The largest request head actix-http buffers (128 KiB), so the most `limits.max_header_bytes`
+/// may be.
 pub const MAX_HEADER_BYTES_SUPPORTED: usize = 131_072;
 
 impl Default for Limits {
@@ -324,7 +324,7 @@ fn validate(raw: FileConfig, origin: &file::Origin) -> Result<Config, ConfigErro
     at_most(
         limits.max_header_bytes,
         MAX_HEADER_BYTES_SUPPORTED,
-        "bytes of request head",
+        "bytes of request head (what its HTTP parser buffers)",
         "limits.max_header_bytes",
         origin,
     )?;
@@ -473,8 +473,7 @@ fn read_secret(
     Ok(Some(value))
 }
 
-/// A limit the proxy's HTTP parser cannot honour above `max`: it would refuse requests the
-/// config allows.
+/// A limit the proxy cannot honour above `max`.
 fn at_most(
     value: usize,
     max: usize,
@@ -485,10 +484,7 @@ fn at_most(
     if value > max {
         return Err(ConfigError::Invalid {
             place: origin.place(key),
-            problem: format!(
-                "{value} is more than the proxy can honour: its HTTP parser refuses more than \
-                 {max} {what} on its own; use at most {max}"
-            ),
+            problem: format!("{value} is more than the proxy supports: at most {max} {what}"),
         });
     }
     Ok(())

@@ -17,7 +17,10 @@ use crate::balancing::{now_us, HashOn, Outcome};
 pub fn balance(ctx: &mut RequestCtx, req: &HttpRequest, tried: &[usize]) -> Result<(), ProxyError> {
     let route = ctx.route.as_ref().expect("balance runs after route");
     let upstream = route.upstream();
-    let picked = upstream.pick(tried, now_us(), || hash_key(upstream.hash_on(), req));
+    let consumer = ctx.consumer.as_deref();
+    let picked = upstream.pick(tried, now_us(), || {
+        hash_key(upstream.hash_on(), req, consumer)
+    });
     ctx.target = picked;
     ctx.attempt = picked.map(|i| upstream.begin(i));
     match picked {
@@ -43,16 +46,17 @@ pub fn finish<T>(ctx: &mut RequestCtx, result: &Result<T, ProxyError>) {
     attempt.finish(outcome);
 }
 
-/// The `consistent_hash` key of a request. `consumer` hashes the client IP until
-/// authentication exists (no request has a consumer yet; a client-sent `X-Consumer` is not
-/// trusted); `header:NAME` falls back to the client IP when the header is missing.
-fn hash_key(hash_on: &HashOn, req: &HttpRequest) -> u64 {
-    let header = match hash_on {
-        HashOn::Header(name) => req.headers().get(name.as_str()),
-        HashOn::Ip | HashOn::Consumer => None,
+/// The `consistent_hash` key of a request. `consumer` is the authenticated consumer (a
+/// client-sent `X-Consumer` is never trusted); it and `header:NAME` fall back to the client IP
+/// on a request without one.
+fn hash_key(hash_on: &HashOn, req: &HttpRequest, consumer: Option<&str>) -> u64 {
+    let key = match hash_on {
+        HashOn::Header(name) => req.headers().get(name.as_str()).map(|v| v.as_bytes()),
+        HashOn::Consumer => consumer.map(str::as_bytes),
+        HashOn::Ip => None,
     };
-    match header {
-        Some(value) => stable_hash(&[value.as_bytes()]),
+    match key {
+        Some(bytes) => stable_hash(&[bytes]),
         None => client_ip_key(req),
     }
 }

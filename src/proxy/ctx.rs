@@ -22,6 +22,12 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// The most body bytes sent upstream (`limits.max_body_bytes`, set by `edge`).
     pub body_limit: u64,
+    /// The authenticated consumer (`authenticate`), sent upstream as `X-Consumer`.
+    pub consumer: Option<Arc<str>>,
+    /// The credential came in `Authorization`: it is not forwarded.
+    pub strip_authorization: bool,
+    /// The query to forward when it differs from the client's (an `apikey` parameter removed).
+    pub forward_query: Option<String>,
 }
 
 impl RequestCtx {
@@ -36,10 +42,31 @@ impl RequestCtx {
             status: 0,
             upstream_started: None,
             body_limit: u64::MAX,
+            consumer: None,
+            strip_authorization: false,
+            forward_query: None,
         }
     }
 
     pub fn route_name(&self) -> &str {
         self.route.as_ref().map(|r| r.name()).unwrap_or("none")
+    }
+
+    /// The query string to send upstream, if any.
+    pub fn upstream_query<'a>(&'a self, req: &'a actix_web::HttpRequest) -> Option<&'a str> {
+        match &self.forward_query {
+            Some(q) => Some(q.as_str()).filter(|q| !q.is_empty()),
+            None => req.uri().query(),
+        }
+    }
+
+    /// Whether a client request header stays out of the upstream request because it carried
+    /// the gateway's credential or claims an identity: `X-Consumer` is the gateway's to set.
+    pub fn is_credential_header(&self, name: &actix_web::http::header::HeaderName) -> bool {
+        name == "x-consumer"
+            || (self.consumer.is_some()
+                && (name == "apikey"
+                    || (self.strip_authorization
+                        && name == actix_web::http::header::AUTHORIZATION)))
     }
 }

@@ -3,11 +3,10 @@
 //! against Content-Length (413, before a byte of the body is read). The body limit while
 //! streaming is [`Limited`], which `forward` wraps around the payload it sends upstream.
 //!
-//! actix-http parses the head before this phase runs and answers some bad input itself, with
-//! an empty body (README, "The hardened edge"): Content-Length with Transfer-Encoding, a
-//! duplicate or invalid Content-Length (400), more than 96 header fields or a head over
-//! 128 KiB (431). The framing checks are repeated here so that the gateway's guarantee does not
-//! rest on the parser staying strict.
+//! The connection's own framing ([`super::head`]) has already refused, in JSON, every head
+//! that breaks these limits or frames its body ambiguously, before actix-http read it. The
+//! checks are repeated here, on the head as the app sees it (fields carried past actix-http
+//! restored), so that the gateway's guarantee does not rest on one parser alone.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};

@@ -15,6 +15,11 @@ pub enum Source {
 pub enum ProxyError {
     #[error("{0}")]
     BadRequest(String),
+    /// Missing or invalid credentials: one message for every reason.
+    #[error("missing or invalid credentials")]
+    Unauthorized { challenge: &'static str },
+    #[error("this consumer is not allowed on this route")]
+    Forbidden,
     #[error("request headers too large: {0}")]
     HeadersTooLarge(String),
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -44,7 +49,9 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::HeadersTooLarge(_)
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::NoRoute { .. } => Source::Client,
+            | ProxyError::NoRoute { .. }
+            | ProxyError::Unauthorized { .. }
+            | ProxyError::Forbidden => Source::Client,
             _ => Source::Upstream,
         }
     }
@@ -58,6 +65,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -70,6 +79,8 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::Forbidden => "forbidden",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoRoute { .. } => "no_route",
@@ -91,7 +102,11 @@ impl ProxyError {
                 _ => "the upstream could not be reached or answered badly".to_string(),
             },
         };
-        HttpResponse::build(self.status())
+        let mut response = HttpResponse::build(self.status());
+        if let ProxyError::Unauthorized { challenge } = self {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, *challenge));
+        }
+        response
             .insert_header(("X-Request-Id", request_id))
             .json(serde_json::json!({"error": {"code": self.code(), "message": message}}))
     }

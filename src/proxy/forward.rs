@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BodyStream, SizedStream};
@@ -10,36 +11,83 @@ use actix_web::error::ParseError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
+use raftgate_cluster::spec::{Service, TargetUrl};
 
 use super::ctx::RequestCtx;
 use super::edge::{self, Limited};
 use super::error::ProxyError;
+use super::tls_io::Tls;
+use crate::tls::upstream::{client_config, OwnedTrust, Trust};
 
-/// Upstream HTTP clients of one worker, one per connect timeout (awc sets that per client).
-/// Each keeps its own keep-alive pool.
+/// Upstream HTTP clients of one worker, one per connect timeout (awc sets that per client) and,
+/// for `https://` targets, per trust (web roots or the service's CA). Each keeps its own
+/// keep-alive pool.
 #[derive(Default)]
 pub struct Upstreams {
     clients: RefCell<HashMap<u64, awc::Client>>,
+    /// For `https://` targets; few, so a list, searched without allocating.
+    tls_clients: RefCell<Vec<(u64, OwnedTrust, awc::Client)>>,
 }
 
 impl Upstreams {
-    fn client(&self, connect_ms: u64) -> awc::Client {
-        self.clients
-            .borrow_mut()
-            .entry(connect_ms)
-            .or_insert_with(|| {
-                let connector = awc::Connector::new()
-                    .timeout(Duration::from_millis(connect_ms))
-                    .limit(0)
-                    .conn_keep_alive(Duration::from_secs(30));
-                awc::Client::builder()
-                    .connector(connector)
-                    .disable_redirects()
-                    .no_default_headers()
-                    .timeout(Duration::from_secs(3600))
-                    .finish()
-            })
-            .clone()
+    /// The client for `target` of `service`; fails only when the service's CA cannot be used
+    /// on this node.
+    fn client(
+        &self,
+        connect_ms: u64,
+        target: &TargetUrl,
+        service: &Service,
+    ) -> Result<awc::Client, String> {
+        if target.scheme != "https" {
+            return Ok(self
+                .clients
+                .borrow_mut()
+                .entry(connect_ms)
+                .or_insert_with(|| upstream_client(connect_ms, None))
+                .clone());
+        }
+        let trust = Trust::of(service);
+        let mut clients = self.tls_clients.borrow_mut();
+        if let Some((_, _, c)) =
+            (clients.iter()).find(|(ms, t, _)| *ms == connect_ms && t.is(&trust))
+        {
+            return Ok(c.clone());
+        }
+        let client = upstream_client(connect_ms, Some(client_config(&trust)?));
+        // Replaced CAs leave clients behind: start over rather than grow without bound.
+        if clients.len() >= 32 {
+            clients.clear();
+        }
+        clients.push((connect_ms, trust.to_owned(), client.clone()));
+        Ok(client)
+    }
+}
+
+fn upstream_client(connect_ms: u64, tls: Option<Arc<rustls::ClientConfig>>) -> awc::Client {
+    let timeout = Duration::from_millis(connect_ms);
+    let mut connector = awc::Connector::new()
+        .timeout(timeout)
+        .limit(0)
+        .conn_keep_alive(Duration::from_secs(30));
+    if let Some(tls) = tls {
+        // `connect_ms` bounds the TLS handshake as well as the TCP connect.
+        connector = connector.rustls_0_23(tls).handshake_timeout(timeout);
+    }
+    awc::Client::builder()
+        .connector(connector)
+        .disable_redirects()
+        .no_default_headers()
+        .timeout(Duration::from_secs(3600))
+        .finish()
+}
+
+/// `X-Forwarded-Proto` for the upstream: how the client reached this gateway. Never taken from
+/// the client's own `Forwarded` / `X-Forwarded-Proto` headers (the gateway is the edge).
+pub(super) fn forwarded_proto(req: &HttpRequest) -> &'static str {
+    if req.conn_data::<Tls>().is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 
@@ -111,6 +159,27 @@ fn push_decimal(out: &mut String, n: u8) {
     out.push((b'0' + n % 10) as char);
 }
 
+/// The upstream URL of a request: target, base path, forwarded path and query.
+pub(super) fn upstream_url(ctx: &RequestCtx, target: &TargetUrl, req: &HttpRequest) -> String {
+    let query = ctx.upstream_query(req);
+    let mut url = String::with_capacity(
+        16 + target.authority.len()
+            + target.base_path.len()
+            + ctx.forward_path.len()
+            + query.map_or(0, str::len),
+    );
+    url.push_str(target.scheme);
+    url.push_str("://");
+    url.push_str(&target.authority);
+    url.push_str(&target.base_path);
+    url.push_str(&ctx.forward_path);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
 pub struct Forwarded {
     pub response: HttpResponse,
 }
@@ -128,17 +197,14 @@ pub async fn forward(
     let service = route.service();
     let timeouts = route.route().timeouts.unwrap_or(service.timeouts);
 
-    let mut url = String::with_capacity(16 + target.authority.len() + ctx.forward_path.len());
-    url.push_str("http://");
-    url.push_str(&target.authority);
-    url.push_str(&target.base_path);
-    url.push_str(&ctx.forward_path);
-    if let Some(q) = req.uri().query() {
-        url.push('?');
-        url.push_str(q);
-    }
-    let mut up = upstreams
-        .client(timeouts.connect_ms)
+    let url = upstream_url(ctx, target, req);
+    let client = upstreams
+        .client(timeouts.connect_ms, target, service)
+        .map_err(|reason| ProxyError::BadGateway {
+            target: target.authority.clone(),
+            reason,
+        })?;
+    let mut up = client
         .request(req.method().clone(), url.as_str())
         .no_decompress()
         .timeout(Duration::from_millis(timeouts.request_ms));
@@ -150,17 +216,18 @@ pub async fn forward(
             || name == header::CONTENT_LENGTH
             || name.as_str().starts_with("x-forwarded-")
             || name == "x-request-id"
+            || ctx.is_credential_header(name)
         {
             continue;
         }
         up = up.append_header((name.clone(), value.clone()));
     }
+    if let Some(consumer) = &ctx.consumer {
+        up = up.insert_header(("x-consumer", &**consumer));
+    }
     up = up
         .insert_header(("x-forwarded-for", forwarded_for(req)))
-        .insert_header((
-            "x-forwarded-proto",
-            req.connection_info().scheme().to_string(),
-        ))
+        .insert_header(("x-forwarded-proto", forwarded_proto(req)))
         .insert_header(("x-request-id", ctx.request_id.as_str()));
     if let Some(host) = req.headers().get(header::HOST) {
         up = up.insert_header((HeaderName::from_static("x-forwarded-host"), host.clone()));

@@ -1,24 +1,26 @@
 //! The client-facing proxy: an ordered pipeline of phases, one file each, sharing one
 //! [`RequestCtx`] (see docs/request-lifecycle.md):
 //!
-//! `edge → route → balance → forward → log`
+//! `edge → route → authenticate → authorize → balance → forward → log`
 //!
 //! A WebSocket upgrade on a `websocket: true` route takes `balance → websocket` instead of
 //! `balance → forward`: the socket is relayed by a task of its own that outlives the request.
 //!
-//! Authentication, authorisation, limits and the cache slot in between `route` and `balance` as
-//! they are built. A phase returns `Ok` to continue or a [`ProxyError`] to answer early; `log`
-//! always runs. The route table is read from the router's published snapshot: no lock, no
-//! mailbox.
+//! Limits and the cache slot in between `authorize` and `balance` as they are built. A phase returns `Ok` to continue or a [`ProxyError`] to answer early; `log`
+//! always runs. The route table and the credential index are read from the snapshots the
+//! router and the auth supervisor publish: no lock, no mailbox.
 
+mod auth;
 mod balance;
 mod conn;
 mod ctx;
 mod edge;
 mod error;
 mod forward;
+mod head;
 mod log;
 mod route;
+mod tls_io;
 mod websocket;
 
 use std::cell::Cell;
@@ -27,31 +29,39 @@ use std::sync::Arc;
 use actix_web::http::Method;
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
+use raftgate_cluster::spec::AuthMode;
 
 pub use ctx::RequestCtx;
 pub use error::ProxyError;
 use forward::Upstreams;
+pub use tls_io::TlsListener;
 
+use crate::auth::AuthIndex;
 use crate::config::{Config, Limits};
 use crate::routing::RouteTable;
 
 /// What every proxy worker shares.
 pub struct ProxyShared {
     pub table: Arc<ArcSwap<RouteTable>>,
+    pub auth: Arc<ArcSwap<AuthIndex>>,
     pub limits: Limits,
 }
 
-/// Builds the proxy server on `listener`; the caller runs (spawns) it.
+/// Builds the proxy server on `listener`, and on `tls` behind TLS termination when given; the
+/// caller runs (spawns) it.
 pub fn server(
     config: &Config,
     listener: std::net::TcpListener,
     table: Arc<ArcSwap<RouteTable>>,
+    auth: Arc<ArcSwap<AuthIndex>>,
+    tls: Option<TlsListener>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let shared = web::Data::new(ProxyShared {
         table,
+        auth,
         limits: config.limits.clone(),
     });
-    conn::serve(config, listener, move || {
+    conn::serve(config, listener, tls, move || {
         App::new()
             .app_data(shared.clone())
             .app_data(web::Data::new(Upstreams::default()))
@@ -92,6 +102,15 @@ async fn pipeline(
     // The guard is dropped before the first await; the matched route is held by `Arc`, so a
     // config change mid-request never affects it.
     route::route(ctx, req, &shared.table.load())?;
+    if ctx
+        .route
+        .as_ref()
+        .is_some_and(|r| r.route().auth != AuthMode::None)
+    {
+        let index = shared.auth.load();
+        auth::authenticate(ctx, req, &index)?;
+        auth::authorize(ctx, &index)?;
+    }
     if websocket::wanted(ctx, req) {
         return websocket::websocket(ctx, req, body).await;
     }

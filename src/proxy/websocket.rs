@@ -24,7 +24,10 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use super::balance;
 use super::ctx::RequestCtx;
 use super::error::ProxyError;
-use super::forward::{connection_listed, forwarded_for, is_hop_by_hop};
+use super::forward::{
+    connection_listed, forwarded_for, forwarded_proto, is_hop_by_hop, upstream_url,
+};
+use crate::tls::upstream::{client_config, Trust};
 
 /// The largest frame relayed either way (the relay holds a whole frame); a larger one closes
 /// the connection with 1009.
@@ -153,18 +156,21 @@ async fn connect(
     let target = &route.targets()[ctx.target.expect("websocket runs after balance")];
     let timeouts = route.route().timeouts.unwrap_or(route.service().timeouts);
 
-    let mut url = format!(
-        "http://{}{}{}",
-        target.authority, target.base_path, ctx.forward_path
-    );
-    if let Some(q) = req.uri().query() {
-        url.push('?');
-        url.push_str(q);
-    }
+    let url = upstream_url(ctx, target, req);
     // A client of its own: an upgraded connection never returns to a keep-alive pool, and the
     // handshake is bounded below rather than by a client-wide timeout.
+    let mut connector = awc::Connector::new().timeout(Duration::from_millis(timeouts.connect_ms));
+    if target.scheme == "https" {
+        let tls = client_config(&Trust::of(route.service())).map_err(|reason| {
+            ProxyError::BadGateway {
+                target: target.authority.clone(),
+                reason,
+            }
+        })?;
+        connector = connector.rustls_0_23(tls);
+    }
     let client = awc::Client::builder()
-        .connector(awc::Connector::new().timeout(Duration::from_millis(timeouts.connect_ms)))
+        .connector(connector)
         .no_default_headers()
         .disable_timeout()
         .finish();
@@ -177,10 +183,14 @@ async fn connect(
             || name == header::CONTENT_LENGTH
             || name.as_str().starts_with("x-forwarded-")
             || name == "x-request-id"
+            || ctx.is_credential_header(name)
         {
             continue;
         }
         up = up.header(name.clone(), value.clone());
+    }
+    if let Some(consumer) = &ctx.consumer {
+        up = up.set_header("x-consumer", &**consumer);
     }
     let offered: Vec<&str> = req
         .headers()
@@ -192,10 +202,7 @@ async fn connect(
     }
     up = up
         .set_header("x-forwarded-for", forwarded_for(req))
-        .set_header(
-            "x-forwarded-proto",
-            req.connection_info().scheme().to_string(),
-        )
+        .set_header("x-forwarded-proto", forwarded_proto(req))
         .set_header("x-request-id", ctx.request_id.as_str());
     if let Some(host) = req.headers().get(header::HOST) {
         up = up.set_header(HeaderName::from_static("x-forwarded-host"), host.clone());

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use raftgate_cluster::spec::{parse_path_pattern, PathPattern, Route, Service, TargetUrl};
+use raftgate_cluster::OrdMap;
 use regex::{Regex, RegexBuilder};
 
 use super::normalize::normalize_path;
@@ -141,7 +142,7 @@ impl RouteTable {
     /// the routes get a fresh runtime of their own, every target healthy.
     pub fn compile<'a>(
         routes: impl IntoIterator<Item = &'a Arc<Route>>,
-        services: &BTreeMap<String, Arc<Service>>,
+        services: &OrdMap<String, Arc<Service>>,
         health: &HealthTable,
         revision: u64,
     ) -> RouteTable {

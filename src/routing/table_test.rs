@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use raftgate_cluster::OrdMap;
 use std::sync::Arc;
 
 use raftgate_cluster::spec::{Route, Service};
@@ -41,7 +41,7 @@ fn strip(mut r: Route) -> Route {
 
 fn table(routes: Vec<Route>) -> RouteTable {
     let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
-    let services = BTreeMap::from([("svc".to_string(), service("svc"))]);
+    let services = OrdMap::unit("svc".to_string(), service("svc"));
     RouteTable::compile(&routes, &services, &Default::default(), 7)
 }
 

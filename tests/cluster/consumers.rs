@@ -36,9 +36,10 @@ async fn consumers_and_keys_are_replicated_and_keys_are_shown_once() {
         })
         .await;
         let st = node.state();
-        let stored = st.api_keys.values().next().unwrap();
-        assert_eq!(stored.hash, raftgate_cluster::identity::hash_key(&key));
-        assert!(!format!("{stored:?}").contains(&key));
+        let hash = raftgate_cluster::identity::hash_key(&key);
+        let stored = &st.api_keys[&hash];
+        assert_eq!(raftgate_cluster::identity::format_key_id(stored.id), id);
+        assert!(!format!("{:?}", st.api_keys).contains(&key));
     }
 
     // Admin-supplied keys: accepted once, refused when reused or too short.

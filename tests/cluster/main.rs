@@ -4,7 +4,9 @@
 mod support;
 
 mod admin_errors;
+mod auth;
 mod consumers;
 mod failover;
 mod replication;
 mod restart;
+mod tls;

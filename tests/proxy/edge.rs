@@ -1,8 +1,8 @@
 //! The hardened edge (API.md §2 `[limits]`, §4): bad input is answered at the gateway, over
 //! raw TCP because an HTTP client would refuse to send it, and never reaches the upstream.
-//!
-//! Some answers come from actix-http's parser before the proxy's handler runs; they have an
-//! empty body instead of JSON (README, "The hardened edge"). The tests pin that down too.
+//! Kept-alive and pipelined connections, and heads past actix-http's 96 fields: [`framing`].
+
+mod framing;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -202,8 +202,7 @@ async fn smuggling_and_bad_content_length_are_400_and_never_forwarded() {
         let request =
             format!("POST /upload HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n{body}");
         let r = exchange(addr, request.as_bytes()).await;
-        // actix-http refuses these while parsing, before the proxy sees the request; the
-        // connection wrapper swaps its empty answer for the gateway's JSON.
+        // Refused by the connection's own framing, before actix-http reads the head.
         assert_eq!(
             (r.status, r.code().as_str()),
             (400, "bad_request"),
@@ -248,7 +247,7 @@ async fn headers_over_the_limits_are_431_and_never_forwarded() {
         (431, "headers_too_large"),
         "{r:?}"
     );
-    // More than 96 fields: actix-http answers before the gateway can; the answer is still ours.
+    // More than actix-http's 96 fields: still the gateway's answer.
     let r = exchange(addr, &request(&fields(100))).await;
     assert_eq!(
         (r.status, r.code().as_str()),
@@ -260,7 +259,8 @@ async fn headers_over_the_limits_are_431_and_never_forwarded() {
         &request(&format!("X-Big: {}\r\n", "b".repeat(140_000))),
     )
     .await;
-    // It may reset the connection (the rest of the head unread) before the answer arrives.
+    // Past what the gateway reads before answering; it reads and discards the rest for a
+    // while, but a slow client may still see a reset instead of the answer.
     assert!(r.status == 431 || r.status == 0, "{r:?}");
 
     assert_eq!(up.received(), 1, "an oversized head reached the upstream");

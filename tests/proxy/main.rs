@@ -6,5 +6,6 @@ mod support;
 mod balancing;
 mod edge;
 mod forwarding;
+mod tls_upstream;
 mod upstream_failures;
 mod websocket;

@@ -2,6 +2,8 @@
 //! in this process on port 0, plus a small admin/proxy client. Everything polls with deadlines.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -96,6 +98,7 @@ impl Cluster {
                 proxy: bind0(),
                 admin: bind0(),
                 cluster: bind0(),
+                proxy_tls: Some(bind0()),
             });
         }
         let members: Vec<Member> = listeners
@@ -112,7 +115,7 @@ impl Cluster {
                 proxy: l.proxy.local_addr().unwrap(),
                 admin: l.admin.local_addr().unwrap(),
                 cluster: l.cluster.local_addr().unwrap(),
-                proxy_tls: None,
+                proxy_tls: l.proxy_tls.as_ref().map(|t| t.local_addr().unwrap()),
             };
             let mut c = Config::new(
                 i as u64 + 1,
@@ -157,6 +160,15 @@ impl Cluster {
 
     pub fn admin_url(&self, i: usize, path: &str) -> String {
         format!("http://{}{}", self.nodes[i].config.listen.admin, path)
+    }
+
+    /// Node `i`'s TLS listener (`listen.proxy_tls`; every test node has one).
+    pub fn proxy_tls_addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i]
+            .config
+            .listen
+            .proxy_tls
+            .expect("test nodes listen for TLS")
     }
 
     pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
