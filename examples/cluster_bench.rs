@@ -1,12 +1,14 @@
 //! Cluster benchmarks against three real `raftgate serve` processes on loopback:
 //!
 //! - `propagation`: acknowledged write → the route is served by all three proxies (p50/p99);
-//! - `writes`: admin writes per second with fsync, from concurrent clients spread over the nodes.
+//! - `writes`: admin writes per second with fsync, from concurrent clients spread over the nodes;
+//! - `revocation`: an API key revoked through one node → refused (401) by all three proxies.
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example cluster_bench -- all
 //! cargo run --release --example cluster_bench -- propagation --writes 300
 //! cargo run --release --example cluster_bench -- writes --clients 64 --seconds 5
+//! cargo run --release --example cluster_bench -- revocation --keys 200
 //! ```
 //! `RAFTGATE_BIN` picks the binary (default: target/release/raftgate).
 
@@ -146,20 +148,7 @@ async fn propagation(client: &awc::Client, nodes: &[Node], writes: usize) {
         .await
         .expect("route write");
         let ack = Instant::now();
-        for n in nodes {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let r = client.get(format!("{}/p{i}", n.proxy)).send().await;
-                if matches!(&r, Ok(r) if r.status() == 200) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "route p{i} never served by {}",
-                    n.proxy
-                );
-            }
-        }
+        until_all(client, nodes, &format!("/p{i}"), None, 200).await;
         acked.push(ack - start);
         served.push(ack.elapsed());
     }
@@ -176,6 +165,85 @@ async fn propagation(client: &awc::Client, nodes: &[Node], writes: usize) {
         ms(percentile(&served, 0.5)),
         ms(percentile(&served, 0.99)),
         ms(*served.last().unwrap())
+    );
+}
+
+/// Polls every proxy until `path` (with an `apikey` header when given) answers `status`.
+async fn until_all(
+    client: &awc::Client,
+    nodes: &[Node],
+    path: &str,
+    key: Option<&str>,
+    status: u16,
+) {
+    for n in nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut req = client.get(format!("{}{path}", n.proxy));
+            if let Some(k) = key {
+                req = req.insert_header(("apikey", k));
+            }
+            if matches!(req.send().await, Ok(r) if r.status().as_u16() == status) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never answered {status} on {}",
+                n.proxy
+            );
+        }
+    }
+}
+
+async fn admin_call(client: &awc::Client, method: &str, url: String) -> serde_json::Value {
+    let mut resp = client
+        .request(method.parse().unwrap(), url)
+        .insert_header(("authorization", format!("Bearer {TOKEN}")))
+        .send()
+        .await
+        .expect("admin call");
+    assert!(resp.status().is_success(), "{method}: {}", resp.status());
+    resp.json().await.unwrap_or(serde_json::Value::Null)
+}
+
+async fn revocation(client: &awc::Client, nodes: &[Node], keys: usize) {
+    let admin = &nodes[0].admin;
+    admin_put(
+        client,
+        format!("{admin}/routes/keyed"),
+        r#"{"service":"bench","paths":["/keyed"],"auth":"api_key"}"#.into(),
+    )
+    .await
+    .expect("keyed route");
+    admin_put(client, format!("{admin}/consumers/bench"), "{}".into())
+        .await
+        .expect("consumer");
+    let mut refused = Vec::new();
+    for i in 0..keys {
+        let created = admin_call(
+            client,
+            "POST",
+            format!("{}/consumers/bench/keys", nodes[i % nodes.len()].admin),
+        )
+        .await;
+        let (id, key) = (
+            created["id"].as_str().unwrap().to_string(),
+            created["key"].as_str().unwrap().to_string(),
+        );
+        until_all(client, nodes, "/keyed", Some(&key), 200).await;
+        let via = &nodes[(i + 1) % nodes.len()].admin;
+        admin_call(client, "DELETE", format!("{via}/consumers/bench/keys/{id}")).await;
+        let ack = Instant::now();
+        until_all(client, nodes, "/keyed", Some(&key), 401).await;
+        refused.push(ack.elapsed());
+    }
+    refused.sort();
+    println!("revocation over {keys} keys (revoked round-robin over 3 nodes):");
+    println!(
+        "  revoke acknowledged -> refused by all 3: p50 {}  p99 {}  max {}",
+        ms(percentile(&refused, 0.5)),
+        ms(percentile(&refused, 0.99)),
+        ms(*refused.last().unwrap())
     );
 }
 
@@ -255,6 +323,9 @@ fn main() {
         .expect("bench service");
         if what == "all" || what == "propagation" {
             propagation(&client, &nodes, arg(&args, "--writes", 300)).await;
+        }
+        if what == "all" || what == "revocation" {
+            revocation(&client, &nodes, arg(&args, "--keys", 200)).await;
         }
         if what == "all" || what == "writes" {
             writes(
