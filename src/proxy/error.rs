@@ -20,6 +20,12 @@ pub enum ProxyError {
     Unauthorized { challenge: &'static str },
     #[error("this consumer is not allowed on this route")]
     Forbidden,
+    /// The route's rate limit is spent; `retry_after_s` until a token is back.
+    #[error("rate limit exceeded; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    /// The quota of this window is spent cluster-wide; `retry_after_s` until the next window.
+    #[error("quota exceeded; retry in {retry_after_s} s")]
+    QuotaExceeded { retry_after_s: u64 },
     #[error("request headers too large: {0}")]
     HeadersTooLarge(String),
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -51,7 +57,9 @@ impl ProxyError {
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::NoRoute { .. }
             | ProxyError::Unauthorized { .. }
-            | ProxyError::Forbidden => Source::Client,
+            | ProxyError::Forbidden
+            | ProxyError::RateLimited { .. }
+            | ProxyError::QuotaExceeded { .. } => Source::Client,
             _ => Source::Upstream,
         }
     }
@@ -67,6 +75,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited { .. } | ProxyError::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -81,6 +92,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::Forbidden => "forbidden",
+            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::QuotaExceeded { .. } => "quota_exceeded",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoRoute { .. } => "no_route",
@@ -103,8 +116,18 @@ impl ProxyError {
             },
         };
         let mut response = HttpResponse::build(self.status());
-        if let ProxyError::Unauthorized { challenge } = self {
-            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, *challenge));
+        match self {
+            ProxyError::Unauthorized { challenge } => {
+                response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, *challenge));
+            }
+            ProxyError::RateLimited { retry_after_s }
+            | ProxyError::QuotaExceeded { retry_after_s } => {
+                response.insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    retry_after_s.to_string(),
+                ));
+            }
+            _ => {}
         }
         response
             .insert_header(("X-Request-Id", request_id))
