@@ -6,9 +6,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use raftgate_cluster::spec::{Route, Service};
-use raftgate_cluster::{Command, Precondition};
-use serde::Deserialize;
 
 use crate::config::{Config, Listen, Member};
 use crate::{start, Gateway, Listeners};
@@ -18,36 +15,8 @@ pub const DEMO_UPSTREAM: &str = "127.0.0.1:9900";
 pub const DEV_TOKEN: &str = "raftgate-dev";
 const DEMO: &str = include_str!("../config/demo.toml");
 
-/// A declarative document: services and routes by name.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Document {
-    #[serde(default)]
-    pub services: BTreeMap<String, Service>,
-    #[serde(default)]
-    pub routes: BTreeMap<String, Route>,
-}
-
-impl Document {
-    /// The writes that create this document, services first (routes need them).
-    pub fn commands(self) -> Vec<Command> {
-        let services = self.services.into_iter().map(|(name, mut s)| {
-            s.name = name;
-            Command::PutService {
-                service: s,
-                precondition: Precondition::None,
-            }
-        });
-        let routes = self.routes.into_iter().map(|(name, mut r)| {
-            r.name = name;
-            Command::PutRoute {
-                route: r,
-                precondition: Precondition::None,
-            }
-        });
-        services.chain(routes).collect()
-    }
-}
+/// The document config/demo.toml holds: the same shape as `GET /config`.
+pub use raftgate_cluster::declarative::Document;
 
 pub struct DevOptions {
     pub nodes: u8,
@@ -85,8 +54,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         (1..=9).contains(&opts.nodes),
         "--nodes must be between 1 and 9 (dev ports are 808N)"
     );
-    let document: Document =
-        toml::from_str(DEMO).map_err(|e| anyhow::anyhow!("config/demo.toml: {e}"))?;
+    let document: Document = toml::from_str(DEMO)
+        .map_err(anyhow::Error::from)
+        .and_then(|d: Document| Ok(d.named()?))
+        .map_err(|e| anyhow::anyhow!("config/demo.toml: {e}"))?;
     let (data, temporary) = match opts.data {
         Some(d) => (d, false),
         None => (
@@ -165,27 +136,58 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
 
 /// The built-in upstream: echoes what it received as JSON.
 pub fn demo_upstream(listener: std::net::TcpListener) -> std::io::Result<actix_web::dev::Server> {
-    Ok(
-        HttpServer::new(|| App::new().default_service(web::to(echo)))
-            .workers(1)
-            .disable_signals()
-            .listen(listener)?
-            .run(),
-    )
+    demo_upstream_named(listener, None)
 }
 
-async fn echo(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+/// The demo upstream alone, for `raftgate demo-upstream` (docker-compose.yml runs two): listens
+/// on `listen` until SIGTERM or Ctrl-C; with a name, every answer carries `"name"` so a client
+/// can tell which upstream served it.
+pub async fn run_demo_upstream(listen: &str, name: Option<String>) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} for the demo upstream: {e}"))?;
+    let server = demo_upstream_named(listener, name)?;
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    tracing::info!("demo upstream listening on {listen}");
+    crate::shutdown_signal().await;
+    handle.stop(true).await;
+    Ok(())
+}
+
+fn demo_upstream_named(
+    listener: std::net::TcpListener,
+    name: Option<String>,
+) -> std::io::Result<actix_web::dev::Server> {
+    let name = web::Data::new(DemoName(name));
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(name.clone())
+            .default_service(web::to(echo))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
+
+struct DemoName(Option<String>);
+
+async fn echo(req: HttpRequest, body: web::Bytes, name: web::Data<DemoName>) -> HttpResponse {
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    HttpResponse::Ok().json(serde_json::json!({
+    let mut answer = serde_json::json!({
         "upstream": "raftgate demo",
         "method": req.method().as_str(),
         "path": req.path(),
         "query": req.query_string(),
         "headers": headers,
         "body_bytes": body.len(),
-    }))
+    });
+    if let Some(name) = &name.0 {
+        answer["name"] = serde_json::Value::from(name.as_str());
+    }
+    HttpResponse::Ok().json(answer)
 }

@@ -8,6 +8,8 @@
 //!   then the router).
 //! - [`balancing`]: each service's live targets (health, load, latency) and the balancers.
 //! - [`proxy`]: the client-facing request pipeline, one file per phase.
+//! - [`cache`]: the response cache's store (bounded by bytes), its keys and HTTP caching rules.
+//! - [`ratelimit`]: rate-limit token buckets, each node's fair share of a cluster-wide limit.
 //! - [`tls`]: certificates and the SNI resolver of the TLS listener; TLS to `https://` targets.
 //! - [`admin`]: the admin API on every node.
 //! - [`dev`]: `raftgate dev`, a local cluster with a demo upstream.
@@ -19,9 +21,11 @@ pub mod actors;
 pub mod admin;
 pub mod auth;
 pub mod balancing;
+pub mod cache;
 pub mod config;
 pub mod dev;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod tls;
 
@@ -74,6 +78,9 @@ pub struct Gateway {
     pub balancer: actors::balancer::BalancerHandle,
     pub auth: actors::auth::AuthHandle,
     pub certificates: actors::certificates::CertificatesHandle,
+    pub limiter: actors::limiter::LimiterHandle,
+    pub rate_limiter: actors::ratelimit::RateLimiterHandle,
+    pub cache: actors::cache::CacheHandle,
     accepting: Arc<AtomicBool>,
     proxy: actix_web::dev::ServerHandle,
     admin: actix_web::dev::ServerHandle,
@@ -95,23 +102,39 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
     let router = actors::router::start(auth.states(), balancer.health.clone());
     // Certificates only matter to the TLS listener: fed straight from the state machine.
     let certificates = actors::certificates::start(node.subscribe());
+    // The cache actor too: it applies purges and drops changed routes' entries (their keys
+    // carry the route version, so the router's new table never hits them anyway); a purge call
+    // waits on its published index.
+    let cache = actors::cache::start(
+        node.subscribe(),
+        Arc::new(cache::ResponseCache::new(&config.cache)),
+    );
     let tls = listeners.proxy_tls.map(|listener| proxy::TlsListener {
         listener,
         config: tls::store::server_config(certificates.store.clone()),
     });
 
+    let limiter = actors::limiter::start(node.clone());
+    let rate_limiter = actors::ratelimit::start(node.clone(), router.table.clone());
     let proxy = proxy::server(
         &config,
         listeners.proxy,
-        router.table.clone(),
-        auth.index.clone(),
         tls,
+        proxy::ProxyShared {
+            table: router.table.clone(),
+            auth: auth.index.clone(),
+            limiter: limiter.clone(),
+            rate_limits: rate_limiter.limits.clone(),
+            cache: cache.cache.clone(),
+            limits: config.limits.clone(),
+        },
     )?;
     let accepting = Arc::new(AtomicBool::new(true));
     let admin_state = web::Data::new(admin::AdminState {
         node: node.clone(),
         router: router.clone(),
         certificates: certificates.clone(),
+        cache: cache.clone(),
         token: config.admin_token.as_deref().map(Arc::from),
         accepting: accepting.clone(),
     });
@@ -134,6 +157,9 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
         balancer,
         auth,
         certificates,
+        limiter,
+        rate_limiter,
+        cache,
         accepting,
         proxy: proxy.handle(),
         admin: admin.handle(),
@@ -168,12 +194,16 @@ pub async fn run(
 }
 
 impl Gateway {
-    /// Graceful: `/readyz` turns 503, in-flight requests finish (bounded), then Raft stops.
+    /// Graceful: `/readyz` turns 503, in-flight requests finish (bounded), unspent quota
+    /// leases go back to the cluster, then Raft stops.
     pub async fn stop(self) {
         self.accepting.store(false, Ordering::Release);
         self.proxy.stop(true).await;
+        // No request is admitted any more: give unspent quota grants back to the cluster.
+        self.limiter.release_all().await;
         self.admin.stop(true).await;
         self.balancer.stop();
+        self.rate_limiter.stop();
         self.node.shutdown().await;
     }
 
@@ -183,6 +213,7 @@ impl Gateway {
         self.proxy.stop(false).await;
         self.admin.stop(false).await;
         self.balancer.stop();
+        self.rate_limiter.stop();
         self.node.shutdown().await;
     }
 }

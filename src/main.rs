@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ctl;
+
 #[derive(Parser)]
 #[command(
     name = "raftgate",
@@ -32,10 +34,25 @@ enum Cmd {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// The admin client: status, resources, keys, declarative apply/export, purge, members.
+    Ctl(ctl::CtlArgs),
+    /// Only the demo upstream of `raftgate dev` (an echo server), e.g. for docker-compose.yml.
+    #[command(hide = true)]
+    DemoUpstream {
+        #[arg(long, default_value = "0.0.0.0:9900")]
+        listen: String,
+        /// Answered as "name" in every response, to tell several demo upstreams apart.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Ctl(args) = cli.command {
+        // A client: its output is its answer, with no node's logging around it.
+        return ctl::run(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -54,6 +71,17 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("raftgate dev: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Ctl(_) => unreachable!("handled before tracing is set up"),
+        Cmd::DemoUpstream { listen, name } => {
+            let system = actix_rt::System::new();
+            match system.block_on(raftgate::dev::run_demo_upstream(&listen, name)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("raftgate demo-upstream: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -4,6 +4,9 @@
 //! - [`spec`]: the replicated resources (services, routes) and their stateless validation.
 //! - [`identity`]: consumers and credentials (API keys stored as hashes).
 //! - [`tls`]: TLS certificates for the proxy's TLS listener.
+//! - [`purge`]: cache purges, replicated as log entries.
+//! - [`declarative`]: the whole configuration as one document (`/config`), its diff and replace.
+//! - [`rate_limit`]: a route's `rate_limit` spec (enforced per node, never in the log).
 //! - [`types`]: openraft's type configuration, [`types::Command`] and [`types::Response`].
 //! - [`state`]: [`state::ClusterState`] and its pure `apply`.
 //! - [`log_store`]: the durable Raft log on redb.
@@ -15,6 +18,10 @@
 // helpers would only add a conversion at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod declarative;
+pub mod purge;
+pub mod quota;
+pub mod rate_limit;
 pub mod spec;
 pub mod state;
 pub mod tls;

@@ -24,6 +24,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
+/// redb's page cache for the log.
+const LOG_CACHE_BYTES: usize = 16 << 20;
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -73,7 +75,15 @@ impl LogStore {
     /// Opens (or creates) `dir/raft.redb`.
     pub fn open(dir: &Path) -> Result<LogStore, StorageError> {
         std::fs::create_dir_all(dir).map_err(write_err)?;
-        let db = Arc::new(Database::create(dir.join("raft.redb")).map_err(write_err)?);
+        // redb caches up to 1 GiB of pages by default; the log is written once and read back
+        // rarely (replication catch-up reads recent entries, mostly still in the overlay), so
+        // a small cache keeps a node's memory to its state.
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(LOG_CACHE_BYTES)
+                .create(dir.join("raft.redb"))
+                .map_err(write_err)?,
+        );
         {
             let tx = db.begin_write().map_err(write_err)?;
             tx.open_table(LOGS).map_err(write_err)?;

@@ -2,6 +2,7 @@
 //! replication and by write forwarding.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub struct PeerClient {
     secret: Arc<Vec<u8>>,
     my_id: NodeId,
     idle: Mutex<Vec<TcpStream>>,
+    isolated: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,16 @@ impl PeerClient {
             addr: self.addr.clone(),
             source,
         };
+        if self.isolated.load(Ordering::Acquire) {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            return Err(CallError::Connect {
+                addr: self.addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NetworkUnreachable,
+                    "this node is isolated (fault injection)",
+                ),
+            });
+        }
         let exchange = async {
             let mut s = match self.take_idle() {
                 Some(s) => s,
@@ -128,6 +140,8 @@ pub struct Network {
     secret: Arc<Vec<u8>>,
     my_id: NodeId,
     peers: Arc<Mutex<HashMap<String, Arc<PeerClient>>>>,
+    /// Fault injection: while set, this node neither reaches nor answers its peers.
+    isolated: Arc<AtomicBool>,
 }
 
 impl Network {
@@ -136,7 +150,18 @@ impl Network {
             secret: Arc::new(secret),
             my_id,
             peers: Default::default(),
+            isolated: Default::default(),
         }
+    }
+
+    /// Cuts this node off from every peer (both ways) or heals it: the chaos suite's and the
+    /// tests' partition, without touching the operating system.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::Release);
+    }
+
+    pub fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::Acquire)
     }
 
     pub fn my_id(&self) -> NodeId {
@@ -153,6 +178,7 @@ impl Network {
                     secret: self.secret.clone(),
                     my_id: self.my_id,
                     idle: Mutex::new(Vec::new()),
+                    isolated: self.isolated.clone(),
                 })
             })
             .clone()

@@ -406,6 +406,12 @@ impl ClusterNode {
         }
     }
 
+    /// Fault injection (tests, the chaos suite): cut this node off from every peer, both
+    /// ways, or heal it. Its proxy and admin listeners keep running.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.inner.network.set_isolated(isolated);
+    }
+
     /// Stops serving peers and stops Raft; the store is closed once its tasks have ended.
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
@@ -449,6 +455,10 @@ async fn open_stores(
 
 impl rpc::Handler for ClusterNode {
     async fn handle(&self, req: RpcRequest) -> RpcResponse {
+        if self.inner.network.isolated() {
+            // Partitioned: the request is never answered (the caller times out).
+            return std::future::pending().await;
+        }
         let raft = self.raft();
         match req {
             RpcRequest::Append(r) => RpcResponse::Append(raft.append_entries(r).await),

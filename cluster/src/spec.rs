@@ -168,30 +168,56 @@ pub enum AuthMode {
     Any,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    pub requests: u64,
-    pub per: String,
-    #[serde(default)]
-    pub by: Option<String>,
-}
+pub use crate::rate_limit::{RateLimit, RateLimitBy, RateLimitPer};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quota {
-    pub requests: u64,
-    pub per: String,
-    #[serde(default)]
-    pub by: Option<String>,
-}
+pub use crate::quota::Quota;
 
+/// A route's response cache: GET and HEAD answers are kept up to `ttl_s` seconds (less when
+/// the upstream's `Cache-Control` says so), one entry per value of the `vary` request headers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSpec {
     pub ttl_s: u64,
+    /// Lowercase request header names whose values key separate entries.
     #[serde(default)]
     pub vary: Vec<String>,
+}
+
+/// The longest a response may be cached: a year.
+pub const MAX_CACHE_TTL_S: u64 = 31_536_000;
+
+impl CacheSpec {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.ttl_s == 0 || self.ttl_s > MAX_CACHE_TTL_S {
+            return Err(invalid(
+                "cache.ttl_s",
+                format!("must be between 1 and {MAX_CACHE_TTL_S} (a year)"),
+            ));
+        }
+        if self.vary.len() > 16 {
+            return Err(invalid("cache.vary", "at most 16 headers"));
+        }
+        for (i, name) in self.vary.iter().enumerate() {
+            let ok = !name.is_empty()
+                && name.len() <= 128
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok {
+                return Err(invalid(
+                    format!("cache.vary.{i}"),
+                    format!("{name:?} is not a lowercase header name"),
+                ));
+            }
+            if self.vary[..i].contains(name) {
+                return Err(invalid(
+                    format!("cache.vary.{i}"),
+                    format!("{name:?} is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A configuration value that is well-formed JSON but not a valid configuration (422).
@@ -203,7 +229,7 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         field: field.into(),
         message: message.into(),
@@ -302,15 +328,6 @@ mod http_authority {
             }
         }
     }
-}
-
-/// Which features a release can serve. A field whose feature is not built yet is refused (422)
-/// rather than stored and silently ignored.
-fn unsupported(field: &str, what: &str) -> Invalid {
-    invalid(
-        field,
-        format!("{what} is not supported by this raftgate version yet"),
-    )
 }
 
 impl Service {
@@ -601,14 +618,14 @@ impl Route {
         for (i, g) in self.allow_groups.iter().enumerate() {
             validate_name(g).map_err(|e| invalid(format!("allow_groups.{i}"), e.message))?;
         }
-        if self.rate_limit.is_some() {
-            return Err(unsupported("rate_limit", "rate limiting"));
+        if let Some(l) = &self.rate_limit {
+            l.validate(self.auth)?;
         }
-        if self.quota.is_some() {
-            return Err(unsupported("quota", "quotas"));
+        if let Some(q) = &self.quota {
+            q.validate(self.auth)?;
         }
-        if self.cache.is_some() {
-            return Err(unsupported("cache", "response caching"));
+        if let Some(cache) = &self.cache {
+            cache.validate()?;
         }
         Ok(())
     }

@@ -51,14 +51,32 @@ fn route_paths_are_checked() {
 }
 
 #[test]
-fn unbuilt_features_are_refused_not_ignored() {
-    let mut r = route(&["/"]);
-    r.cache = Some(CacheSpec {
-        ttl_s: 60,
-        vary: vec![],
-    });
-    assert_eq!(r.validate().unwrap_err().field, "cache");
-    // Built features validate.
+fn route_caches_are_checked() {
+    let cached = |ttl_s: u64, vary: &[&str]| {
+        let mut r = route(&["/"]);
+        r.cache = Some(CacheSpec {
+            ttl_s,
+            vary: vary.iter().map(|v| v.to_string()).collect(),
+        });
+        r.validate().map_err(|e| e.field)
+    };
+    assert_eq!(cached(60, &["accept", "x-tenant_id"]), Ok(()));
+    assert_eq!(cached(MAX_CACHE_TTL_S, &[]), Ok(()));
+    assert_eq!(cached(0, &[]), Err("cache.ttl_s".into()));
+    assert_eq!(cached(MAX_CACHE_TTL_S + 1, &[]), Err("cache.ttl_s".into()));
+    assert_eq!(
+        cached(60, &["accept", "Accept"]),
+        Err("cache.vary.1".into())
+    );
+    assert_eq!(cached(60, &["a b"]), Err("cache.vary.0".into()));
+    assert_eq!(
+        cached(60, &["accept", "accept"]),
+        Err("cache.vary.1".into())
+    );
+}
+
+#[test]
+fn built_features_validate() {
     let mut r = route(&["/"]);
     r.websocket = true;
     assert!(r.validate().is_ok());

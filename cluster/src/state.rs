@@ -8,6 +8,8 @@ use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{format_key_id, Consumer, JwtCredential, StoredKey};
+use crate::purge::{Purge, PURGES_KEPT};
+use crate::quota::{self, QuotaKey, QuotaUsage};
 use crate::spec::{Route, Service};
 use crate::tls::Certificate;
 use crate::types::{Command, Precondition};
@@ -28,10 +30,20 @@ pub struct ClusterState {
     /// [`ClusterState::decode`].
     #[serde(skip)]
     pub key_ids: OrdMap<(Arc<str>, u64), [u8; 32]>,
+    /// Quota accounting by route and subject, for the current window of each.
+    pub quotas: OrdMap<QuotaKey, QuotaUsage>,
+    /// The hour (of a proposer's clock) ended windows were last forgotten in.
+    pub quotas_forgotten_hour: u64,
     /// JWT credentials by key id (`kid`), unique across consumers.
     pub jwts: OrdMap<String, Arc<JwtCredential>>,
     /// TLS certificates by name; an SNI belongs to one certificate at most.
     pub certificates: OrdMap<String, Arc<Certificate>>,
+    /// The last [`PURGES_KEPT`] cache purges by log index: a node's cache actor applies each
+    /// one past the last it handled, however many states its `watch` channel skipped.
+    pub purges: OrdMap<u64, Purge>,
+    /// The log index of the newest purge dropped from `purges` (0: none yet). A cache that
+    /// handled less than this has missed a purge and clears everything.
+    pub purges_forgotten: u64,
 }
 
 /// What an entry did to the state.
@@ -71,6 +83,8 @@ pub enum StateError {
     KeyIdTaken { key_id: String, consumer: String },
     #[error("SNI {sni:?} belongs to certificate {certificate:?}; remove it there first (an SNI selects one certificate)")]
     SniTaken { sni: String, certificate: String },
+    #[error("the cluster is at revision {actual}, not {expected}")]
+    RevisionMismatch { expected: u64, actual: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +120,31 @@ impl ClusterState {
             return Ok(outcome);
         }
         match cmd {
+            Command::Leases {
+                node,
+                now,
+                requests,
+            } => {
+                quota::apply_leases(&mut self.quotas, &self.routes, *node, requests);
+                if now / 3600 > self.quotas_forgotten_hour {
+                    quota::forget_ended(&mut self.quotas, *now);
+                    self.quotas_forgotten_hour = now / 3600;
+                }
+                // Internal: the configuration revision stays.
+                return Ok(outcome);
+            }
+            Command::Purge { purge } => {
+                self.purges.insert(index, purge.clone());
+                while self.purges.len() > PURGES_KEPT {
+                    let (oldest, rest) = self.purges.without_min_with_key();
+                    self.purges = rest;
+                    if let Some((i, _)) = oldest {
+                        self.purges_forgotten = i;
+                    }
+                }
+                // Internal: the configuration revision stays.
+                return Ok(outcome);
+            }
             Command::PutService { service, .. } => insert(&mut self.services, service, index),
             Command::DeleteService { name, .. } => {
                 self.services.remove(name);
@@ -117,19 +156,14 @@ impl ClusterState {
             Command::PutConsumer { consumer, .. } => insert(&mut self.consumers, consumer, index),
             Command::DeleteConsumer { name, .. } => {
                 self.consumers.remove(name);
-                for id in self.key_ids_of(name) {
-                    if let Some(hash) = self.key_ids.remove(&(Arc::from(name.as_str()), id)) {
-                        self.api_keys.remove(&hash);
-                    }
-                }
-                let owned: Vec<String> = (self.jwts.values())
-                    .filter(|c| &c.consumer == name)
-                    .map(|c| c.key_id.clone())
-                    .collect();
-                for kid in owned {
-                    self.jwts.remove(&kid);
-                }
+                self.drop_credentials(name);
             }
+            Command::ReplaceConfig {
+                services,
+                routes,
+                consumers,
+                ..
+            } => self.apply_replace(index, services, routes, consumers),
             Command::CreateApiKey { key } => {
                 // Every key of a consumer shares one copy of its name.
                 let consumer = self
@@ -187,6 +221,20 @@ impl ClusterState {
     /// that writes that would fail or change nothing never reach the log.
     pub fn plan(&self, cmd: &Command) -> Result<Applied, StateError> {
         match cmd {
+            Command::Leases { .. } => Ok(Applied::Updated),
+            Command::ReplaceConfig {
+                services,
+                routes,
+                consumers,
+                precondition,
+            } => self.plan_replace(services, routes, consumers, *precondition),
+            Command::Purge { purge } => match &purge.route {
+                Some(route) if !self.routes.contains_key(route) => Err(StateError::NotFound {
+                    kind: Kind::Route,
+                    name: route.clone(),
+                }),
+                _ => Ok(Applied::Deleted),
+            },
             Command::PutService {
                 service,
                 precondition,
@@ -360,6 +408,22 @@ impl ClusterState {
         }
     }
 
+    /// Drops every API key and JWT credential of `consumer`.
+    pub(crate) fn drop_credentials(&mut self, consumer: &str) {
+        for id in self.key_ids_of(consumer) {
+            if let Some(hash) = self.key_ids.remove(&(Arc::from(consumer), id)) {
+                self.api_keys.remove(&hash);
+            }
+        }
+        let owned: Vec<String> = (self.jwts.values())
+            .filter(|c| c.consumer == consumer)
+            .map(|c| c.key_id.clone())
+            .collect();
+        for kid in owned {
+            self.jwts.remove(&kid);
+        }
+    }
+
     fn consumer_exists(&self, name: &str) -> Result<(), StateError> {
         if self.consumers.contains_key(name) {
             Ok(())
@@ -429,7 +493,10 @@ fn check(
 }
 
 /// Created, Updated, or Unchanged when `new` equals what is stored (versions aside).
-fn upsert_outcome<T: Versioned + Clone + PartialEq>(current: Option<&T>, new: &T) -> Applied {
+pub(crate) fn upsert_outcome<T: Versioned + Clone + PartialEq>(
+    current: Option<&T>,
+    new: &T,
+) -> Applied {
     match current {
         None => Applied::Created,
         Some(old) => {

@@ -5,6 +5,8 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{format_key_id, ApiKey, Consumer, JwtCredential};
+use crate::purge::Purge;
+use crate::quota::LeaseRequest;
 use crate::spec::{Route, Service};
 use crate::state::{Applied, StateError};
 use crate::tls::Certificate;
@@ -85,6 +87,14 @@ pub enum Command {
         consumer: String,
         key_id: String,
     },
+    /// A node's quota lease requests and spend reports, many keys in one entry. Internal: it
+    /// does not move the configuration revision.
+    Leases {
+        node: NodeId,
+        /// The proposer's clock (unix seconds), used only to forget long-ended windows.
+        now: u64,
+        requests: Vec<LeaseRequest>,
+    },
     /// Adds or replaces a TLS certificate (chain and key checked by the receiving node).
     PutCertificate {
         certificate: Certificate,
@@ -92,6 +102,20 @@ pub enum Command {
     },
     DeleteCertificate {
         name: String,
+        precondition: Precondition,
+    },
+    /// Drops matching cached responses on every node. Internal: it does not move the
+    /// configuration revision.
+    Purge {
+        purge: Purge,
+    },
+    /// `PUT /config`: services, routes and consumers become exactly these, all at once.
+    /// Unchanged resources keep their version; consumers that go lose their credentials;
+    /// certificates stay. `IfMatch` holds to the cluster's revision.
+    ReplaceConfig {
+        services: Vec<Service>,
+        routes: Vec<Route>,
+        consumers: Vec<Consumer>,
         precondition: Precondition,
     },
 }
@@ -122,10 +146,26 @@ impl std::fmt::Display for Command {
             Command::DeleteJwt { consumer, key_id } => {
                 write!(f, "delete jwt credential {key_id} of {consumer}")
             }
+            Command::Leases { node, requests, .. } => {
+                write!(f, "quota leases of node {node} ({} keys)", requests.len())
+            }
             Command::PutCertificate { certificate, .. } => {
                 write!(f, "put certificate {}", certificate.name)
             }
             Command::DeleteCertificate { name, .. } => write!(f, "delete certificate {name}"),
+            Command::Purge { purge } => write!(f, "purge cache: {purge}"),
+            Command::ReplaceConfig {
+                services,
+                routes,
+                consumers,
+                ..
+            } => write!(
+                f,
+                "replace config ({} services, {} routes, {} consumers)",
+                services.len(),
+                routes.len(),
+                consumers.len()
+            ),
         }
     }
 }

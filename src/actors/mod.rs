@@ -3,5 +3,8 @@
 
 pub mod auth;
 pub mod balancer;
+pub mod cache;
 pub mod certificates;
+pub mod limiter;
+pub mod ratelimit;
 pub mod router;

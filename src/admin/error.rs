@@ -91,6 +91,7 @@ impl From<StateError> for AdminError {
                 code: "sni_taken",
                 message,
             },
+            StateError::RevisionMismatch { .. } => AdminError::PreconditionFailed(message),
             StateError::UnknownService { .. } => AdminError::Invalid(Invalid {
                 field: "service".into(),
                 message,

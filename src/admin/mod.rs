@@ -2,9 +2,12 @@
 //! Writes go through [`ClusterNode::write`] (forwarded to the leader when needed) and answer only
 //! once this node's router serves them.
 
+mod cache;
 mod certificates;
+mod config;
 mod error;
 mod keys;
+mod quotas;
 mod resources;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +22,7 @@ use subtle::ConstantTimeEq;
 
 pub use error::AdminError;
 
+use crate::actors::cache::CacheHandle;
 use crate::actors::certificates::CertificatesHandle;
 use crate::actors::router::RouterHandle;
 
@@ -29,6 +33,8 @@ pub struct AdminState {
     pub router: RouterHandle,
     /// The TLS listener's certificates: certificate writes wait until they are served too.
     pub certificates: CertificatesHandle,
+    /// The response cache: a purge answers once it took effect here.
+    pub cache: CacheHandle,
     pub token: Option<Arc<str>>,
     /// False while draining: `/readyz` answers 503.
     pub accepting: Arc<AtomicBool>,
@@ -39,6 +45,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/cluster", web::get().to(cluster))
         .configure(keys::configure)
+        .configure(cache::configure)
+        .configure(config::configure)
+        .configure(quotas::configure)
         .configure(resources::configure)
         .default_service(web::to(not_found));
 }

@@ -199,7 +199,7 @@ async fn delete<R: Resource>(
 }
 
 /// `If-Match: N` (quotes and `W/` allowed) and `If-None-Match: *`.
-fn precondition(req: &HttpRequest) -> Result<Precondition, AdminError> {
+pub(super) fn precondition(req: &HttpRequest) -> Result<Precondition, AdminError> {
     let header = |name: &str| {
         req.headers()
             .get(name)

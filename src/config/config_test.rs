@@ -30,6 +30,10 @@ max_header_bytes = 1024
 max_headers      = 10
 max_body_bytes   = 2048
 header_timeout_ms = 3000
+
+[cache]
+max_bytes       = 1048576
+max_entry_bytes = 65536
 "#;
 
 fn no_env() -> MapEnv {
@@ -79,6 +83,13 @@ fn full_file_parses_with_its_values() {
         }
     );
     assert_eq!(c.raft.election_timeout_max_ms(), 1000);
+    assert_eq!(
+        c.cache,
+        CacheLimits {
+            max_bytes: 1_048_576,
+            max_entry_bytes: 65_536,
+        }
+    );
     assert_eq!(
         c.limits,
         Limits {
@@ -490,5 +501,51 @@ fn limits_the_proxy_cannot_honour_are_rejected() {
     assert_eq!(
         (c.limits.max_headers, c.limits.max_header_bytes),
         (1000, 131_072)
+    );
+}
+
+#[test]
+fn the_cache_bound_defaults_to_64_mib_with_1_mib_entries() {
+    let c = parse("node_id = 7\ndata_dir = \"/data\"\n").unwrap();
+    assert_eq!(
+        (c.cache.max_bytes, c.cache.max_entry_bytes),
+        (64 << 20, 1 << 20)
+    );
+    assert_eq!(c.cache, CacheLimits::default());
+}
+
+#[test]
+fn cache_bounds_are_checked() {
+    let err = parse_err(&FULL.replace("max_bytes       = 1048576", "max_bytes = 0"));
+    assert_eq!(err.key(), Some("cache.max_bytes"));
+    // An entry larger than the whole cache could never be kept.
+    let err = parse_err(&FULL.replace("max_entry_bytes = 65536", "max_entry_bytes = 2097152"));
+    assert_eq!(err.key(), Some("cache.max_entry_bytes"));
+    assert!(err.to_string().contains("cache.max_bytes"), "{err}");
+    let text = FULL
+        .replace("max_bytes       = 1048576", "max_bytes = 1073741824")
+        .replace("max_entry_bytes = 65536", "max_entry_bytes = 67108865");
+    let err = parse_err(&text);
+    assert_eq!(err.key(), Some("cache.max_entry_bytes"));
+    assert!(err.to_string().contains("at most 67108864"), "{err}");
+    let err = parse_err(&FULL.replace("max_entry_bytes = 65536", "max_entry_bytes = \"big\""));
+    assert_eq!(err.key(), Some("cache.max_entry_bytes"));
+    let err = parse_err(&FULL.replace("[cache]", "[cache]\nmax_keys = 3"));
+    assert!(err.to_string().contains("max_keys"), "{err}");
+}
+
+#[test]
+fn env_overrides_the_cache_bound() {
+    let env: MapEnv = [("RAFTGATE_CACHE_MAX_BYTES", "2097152")]
+        .into_iter()
+        .collect();
+    let c = from_str(FULL, Path::new("x.toml"), &env).unwrap();
+    assert_eq!(c.cache.max_bytes, 2_097_152);
+    let env: MapEnv = [("RAFTGATE_CACHE_MAX_BYTES", "lots")].into_iter().collect();
+    let err = from_str(FULL, Path::new("x.toml"), &env).unwrap_err();
+    assert_eq!(err.key(), Some("cache.max_bytes"));
+    assert!(
+        err.to_string().contains("RAFTGATE_CACHE_MAX_BYTES"),
+        "{err}"
     );
 }

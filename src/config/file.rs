@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 65536;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
 
 /// The whole file. `node_id` and `data_dir` are `Option` because an env var may supply them;
 /// their absence is reported by validation, after the overlay.
@@ -36,6 +38,7 @@ pub struct FileConfig {
     pub cluster: FileCluster,
     pub admin: FileAdmin,
     pub limits: FileLimits,
+    pub cache: FileCache,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +85,13 @@ pub struct FileLimits {
     pub header_timeout_ms: u64,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+pub struct FileCache {
+    pub max_bytes: u64,
+    pub max_entry_bytes: u64,
+}
+
 impl Default for FileListen {
     fn default() -> Self {
         FileListen {
@@ -115,6 +125,15 @@ impl Default for FileLimits {
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+        }
+    }
+}
+
+impl Default for FileCache {
+    fn default() -> Self {
+        FileCache {
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            max_entry_bytes: DEFAULT_CACHE_MAX_ENTRY_BYTES,
         }
     }
 }
@@ -431,6 +450,10 @@ impl FileConfig {
         ov.set("limits.max_headers", &mut limits.max_headers)?;
         ov.set("limits.max_body_bytes", &mut limits.max_body_bytes)?;
         ov.set("limits.header_timeout_ms", &mut limits.header_timeout_ms)?;
+
+        let cache = &mut self.cache;
+        ov.set("cache.max_bytes", &mut cache.max_bytes)?;
+        ov.set("cache.max_entry_bytes", &mut cache.max_entry_bytes)?;
         Ok(())
     }
 }

@@ -47,6 +47,7 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub raft: RaftTiming,
     pub limits: Limits,
+    pub cache: CacheLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +86,28 @@ pub struct Limits {
     pub header_timeout_ms: u64,
 }
 
+/// `[cache]`: the response cache's memory bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Bytes of cached responses (bodies, headers and keys) a node keeps at most.
+    pub max_bytes: u64,
+    /// The largest response body stored; larger answers stream through uncached.
+    pub max_entry_bytes: u64,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            max_bytes: file::DEFAULT_CACHE_MAX_BYTES,
+            max_entry_bytes: file::DEFAULT_CACHE_MAX_ENTRY_BYTES,
+        }
+    }
+}
+
+/// The most `cache.max_entry_bytes` may be: a cached body is held whole in memory, and read
+/// whole from the upstream before the client gets a byte of it.
+pub const MAX_CACHE_ENTRY_BYTES_SUPPORTED: u64 = 64 * 1024 * 1024;
+
 impl Config {
     /// A single-node cluster with default knobs, no secret and an open admin API.
     pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, listen: Listen) -> Config {
@@ -102,6 +125,7 @@ impl Config {
             admin_token: None,
             raft: RaftTiming::default(),
             limits: Limits::default(),
+            cache: CacheLimits::default(),
         }
     }
 }
@@ -121,6 +145,7 @@ impl fmt::Debug for Config {
             .field("admin_token", &redact(&self.admin_token))
             .field("raft", &self.raft)
             .field("limits", &self.limits)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -329,6 +354,27 @@ fn validate(raw: FileConfig, origin: &file::Origin) -> Result<Config, ConfigErro
         origin,
     )?;
 
+    let cache = CacheLimits {
+        max_bytes: positive(raw.cache.max_bytes, "cache.max_bytes", origin)?,
+        max_entry_bytes: positive(raw.cache.max_entry_bytes, "cache.max_entry_bytes", origin)?,
+    };
+    at_most(
+        cache.max_entry_bytes,
+        MAX_CACHE_ENTRY_BYTES_SUPPORTED,
+        "bytes (a cached body is held whole in memory)",
+        "cache.max_entry_bytes",
+        origin,
+    )?;
+    if cache.max_entry_bytes > cache.max_bytes {
+        return Err(ConfigError::Invalid {
+            place: origin.place("cache.max_entry_bytes"),
+            problem: format!(
+                "{} is more than cache.max_bytes ({}): no such entry would fit",
+                cache.max_entry_bytes, cache.max_bytes
+            ),
+        });
+    }
+
     Ok(Config {
         node_id,
         data_dir,
@@ -340,6 +386,7 @@ fn validate(raw: FileConfig, origin: &file::Origin) -> Result<Config, ConfigErro
         admin_token,
         raft,
         limits,
+        cache,
     })
 }
 
@@ -474,9 +521,9 @@ fn read_secret(
 }
 
 /// A limit the proxy cannot honour above `max`.
-fn at_most(
-    value: usize,
-    max: usize,
+fn at_most<T: PartialOrd + fmt::Display>(
+    value: T,
+    max: T,
     what: &str,
     key: &str,
     origin: &file::Origin,

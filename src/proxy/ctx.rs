@@ -28,6 +28,10 @@ pub struct RequestCtx {
     pub strip_authorization: bool,
     /// The query to forward when it differs from the client's (an `apikey` parameter removed).
     pub forward_query: Option<String>,
+    /// On a cached route: what `cache lookup` found, what `cache fill` did (`X-Cache`).
+    pub cache: Option<super::cache::CacheCtx>,
+    /// What `rate_limit` decided on a limited route: the `RateLimit-*` headers of the answer.
+    pub rate_limit: Option<crate::ratelimit::Verdict>,
 }
 
 impl RequestCtx {
@@ -45,6 +49,8 @@ impl RequestCtx {
             consumer: None,
             strip_authorization: false,
             forward_query: None,
+            cache: None,
+            rate_limit: None,
         }
     }
 

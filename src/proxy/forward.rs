@@ -311,21 +311,38 @@ pub async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     ctx.status = resp.status().as_u16();
+    // A miss on a cached route whose answer may be stored reads bodies up to the cache's entry
+    // size whole, so that `cache fill` can keep them; 0 everywhere else.
+    let whole = SMALL_BODY.max(super::cache::body_limit(ctx, resp.status(), resp.headers()));
+    let unreadable = |e: &dyn std::fmt::Display| ProxyError::BadGateway {
+        target: target_name.clone(),
+        reason: format!("reading the response body: {e}"),
+    };
     let response = match resp_len {
         _ if req.method() == actix_web::http::Method::HEAD => out.finish(),
         // A small body of known size arrives with (or right after) the head: take it whole, so
         // head and body leave in one write without streaming machinery.
-        Some(len) if len <= SMALL_BODY => {
+        Some(len) if len <= whole => {
             let mut resp = resp;
-            let bytes = resp.body().limit(SMALL_BODY as usize).await.map_err(|e| {
-                ProxyError::BadGateway {
-                    target: target_name.clone(),
-                    reason: format!("reading the response body: {e}"),
-                }
-            })?;
+            let bytes = resp
+                .body()
+                .limit(whole as usize)
+                .await
+                .map_err(|e| unreadable(&e))?;
             out.body(bytes)
         }
         Some(len) => out.body(SizedStream::new(len, resp)),
+        None if whole > SMALL_BODY => {
+            match super::cache::read_up_to(resp, whole as usize)
+                .await
+                .map_err(|e| unreadable(&e))?
+            {
+                super::cache::UpTo::Whole(bytes) => out.body(bytes),
+                super::cache::UpTo::Over(read, rest) => {
+                    out.body(super::cache::prefixed(read, rest))
+                }
+            }
+        }
         None => out.body(BodyStream::new(resp)),
     };
     Ok(Forwarded { response })

@@ -1,24 +1,29 @@
 //! The client-facing proxy: an ordered pipeline of phases, one file each, sharing one
 //! [`RequestCtx`] (see docs/request-lifecycle.md):
 //!
-//! `edge → route → authenticate → authorize → balance → forward → log`
+//! `edge → route → authenticate → authorize → rate_limit → quota → cache lookup → balance →
+//! forward → cache fill → log`
 //!
 //! A WebSocket upgrade on a `websocket: true` route takes `balance → websocket` instead of
 //! `balance → forward`: the socket is relayed by a task of its own that outlives the request.
 //!
-//! Limits and the cache slot in between `authorize` and `balance` as they are built. A phase returns `Ok` to continue or a [`ProxyError`] to answer early; `log`
+//! A cache hit answers at `cache lookup`, before any upstream is picked. A phase returns `Ok` to
+//! continue or a [`ProxyError`] to answer early; `log`
 //! always runs. The route table and the credential index are read from the snapshots the
 //! router and the auth supervisor publish: no lock, no mailbox.
 
 mod auth;
 mod balance;
+mod cache;
 mod conn;
 mod ctx;
 mod edge;
 mod error;
 mod forward;
 mod head;
+mod limit;
 mod log;
+mod quota;
 mod route;
 mod tls_io;
 mod websocket;
@@ -36,14 +41,22 @@ pub use error::ProxyError;
 use forward::Upstreams;
 pub use tls_io::TlsListener;
 
+use crate::actors::limiter::LimiterHandle;
 use crate::auth::AuthIndex;
+use crate::cache::ResponseCache;
 use crate::config::{Config, Limits};
+use crate::ratelimit::RateLimits;
 use crate::routing::RouteTable;
 
-/// What every proxy worker shares.
+/// What every proxy worker shares: the snapshots and handles of the node's actors.
 pub struct ProxyShared {
     pub table: Arc<ArcSwap<RouteTable>>,
     pub auth: Arc<ArcSwap<AuthIndex>>,
+    pub limiter: LimiterHandle,
+    /// The rate limits' live node count and buckets (the rate-limit actor's).
+    pub rate_limits: Arc<RateLimits>,
+    /// The response cache: read and filled here, purged by the cache actor.
+    pub cache: Arc<ResponseCache>,
     pub limits: Limits,
 }
 
@@ -52,15 +65,10 @@ pub struct ProxyShared {
 pub fn server(
     config: &Config,
     listener: std::net::TcpListener,
-    table: Arc<ArcSwap<RouteTable>>,
-    auth: Arc<ArcSwap<AuthIndex>>,
     tls: Option<TlsListener>,
+    shared: ProxyShared,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let shared = web::Data::new(ProxyShared {
-        table,
-        auth,
-        limits: config.limits.clone(),
-    });
+    let shared = web::Data::new(shared);
     conn::serve(config, listener, tls, move || {
         App::new()
             .app_data(shared.clone())
@@ -77,7 +85,7 @@ async fn handle(
     upstreams: web::Data<Upstreams>,
 ) -> HttpResponse {
     let mut ctx = RequestCtx::new(request_id(&req));
-    let response = match pipeline(&mut ctx, &req, body, &shared, &upstreams).await {
+    let mut response = match pipeline(&mut ctx, &req, body, &shared, &upstreams).await {
         Ok(r) => r,
         Err(e) => {
             ctx.status = e.status().as_u16();
@@ -87,6 +95,8 @@ async fn handle(
             e.response(&ctx.request_id)
         }
     };
+    limit::headers(&ctx, response.headers_mut());
+    cache::mark(&ctx, &mut response);
     log::log(&ctx, req.method().as_str(), req.uri().path());
     response
 }
@@ -111,8 +121,13 @@ async fn pipeline(
         auth::authenticate(ctx, req, &index)?;
         auth::authorize(ctx, &index)?;
     }
+    limit::rate_limit(ctx, req, &shared.rate_limits)?;
+    quota::quota(ctx, req, &shared.limiter).await?;
     if websocket::wanted(ctx, req) {
         return websocket::websocket(ctx, req, body).await;
+    }
+    if let Some(hit) = cache::lookup(ctx, req, &shared.cache).await {
+        return Ok(hit);
     }
     let retries = ctx.route.as_ref().map(|r| r.service().retries).unwrap_or(0);
     let idempotent = matches!(
@@ -127,7 +142,7 @@ async fn pipeline(
         let forwarded = forward::forward(ctx, req, &mut body, upstreams).await;
         balance::finish(ctx, &forwarded);
         match forwarded {
-            Ok(f) => return Ok(f.response),
+            Ok(f) => return Ok(cache::fill(ctx, req, f.response, &shared.cache)),
             Err(e)
                 if e.retry_safe()
                     && idempotent

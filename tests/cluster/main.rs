@@ -5,8 +5,12 @@ mod support;
 
 mod admin_errors;
 mod auth;
+mod cache;
+mod config;
 mod consumers;
 mod failover;
+mod quota;
+mod ratelimit;
 mod replication;
 mod restart;
 mod tls;

@@ -207,6 +207,13 @@ impl Cluster {
         }
     }
 
+    /// Stops node `i` gracefully (as on SIGTERM).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(g) = self.nodes[i].gateway.take() {
+            g.stop().await;
+        }
+    }
+
     /// Starts node `i` again on its old addresses and data dir.
     pub async fn restart(&mut self, i: usize) {
         let c = self.nodes[i].config.clone();
@@ -349,6 +356,7 @@ pub async fn into_reply(
 }
 
 /// A mock upstream on port 0. `GET /slow?ms=N` sleeps first; `/big?bytes=N` streams N bytes;
+/// `/cc…?cc=…&vary=…` answers with the caching headers asked for ([`CacheableQuery`]);
 /// `GET /health…` answers [`HealthMock`]'s status; a WebSocket upgrade on any path is [`ws_echo`]; everything else echoes method, path, query,
 /// headers and the body length as JSON, tagged with the upstream's name.
 pub struct Upstream {
@@ -415,6 +423,7 @@ impl Upstream {
                 .app_data(web::PayloadConfig::new(256 << 20))
                 .route("/slow", web::to(slow))
                 .route("/big", web::to(big))
+                .route("/cc{rest:.*}", web::to(cacheable))
                 .app_data(health_data.clone())
                 .route("/health{rest:.*}", web::get().to(health_endpoint))
                 .route(
@@ -542,6 +551,68 @@ async fn slow(
 #[derive(serde::Deserialize)]
 struct BigQuery {
     bytes: usize,
+}
+
+/// What `/cc…` answers with, from its query: `cc` (`Cache-Control`), `vary`, `cookie=true`
+/// (a `Set-Cookie`), `status`, `ms` (sleep first), `pad` (body bytes of padding), `chunked=true`
+/// (no `Content-Length`).
+#[derive(serde::Deserialize)]
+struct CacheableQuery {
+    cc: Option<String>,
+    vary: Option<String>,
+    #[serde(default)]
+    cookie: bool,
+    status: Option<u16>,
+    #[serde(default)]
+    ms: u64,
+    #[serde(default)]
+    pad: usize,
+    #[serde(default)]
+    chunked: bool,
+}
+
+/// Numbers every `/cc…` answer, so a test can tell a cached answer from a fresh one.
+static CACHEABLE_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// `/cc…`: an answer whose caching headers the query picks (see [`CacheableQuery`]). The JSON
+/// body carries a serial number unique to this answer, the path, the `accept` header and the
+/// `x-consumer` the upstream saw.
+async fn cacheable(req: HttpRequest, name: web::Data<&'static str>) -> HttpResponse {
+    let q = web::Query::<CacheableQuery>::from_query(req.query_string())
+        .expect("a /cc query the mock understands")
+        .into_inner();
+    if q.ms > 0 {
+        tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    }
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    let body = json!({
+        "serial": CACHEABLE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        "upstream": *name.get_ref(),
+        "path": req.path(),
+        "accept": header("accept"),
+        "consumer": header("x-consumer"),
+        "pad": "x".repeat(q.pad),
+    })
+    .to_string();
+    let status = actix_web::http::StatusCode::from_u16(q.status.unwrap_or(200)).unwrap();
+    let mut resp = HttpResponse::build(status);
+    resp.content_type("application/json");
+    if let Some(cc) = &q.cc {
+        resp.insert_header(("cache-control", cc.as_str()));
+    }
+    if let Some(vary) = &q.vary {
+        resp.insert_header(("vary", vary.as_str()));
+    }
+    if q.cookie {
+        resp.insert_header(("set-cookie", "session=abc"));
+    }
+    if q.chunked {
+        let body = bytes::Bytes::from(body);
+        return resp.streaming(futures_util::stream::once(async move {
+            Ok::<_, actix_web::Error>(body)
+        }));
+    }
+    resp.body(body)
 }
 
 async fn big(q: web::Query<BigQuery>) -> HttpResponse {
