@@ -113,6 +113,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         );
     }
     println!("  demo upstream: http://{DEMO_UPSTREAM}   admin token: {DEV_TOKEN}");
+    println!(
+        "  dashboard: http://{}/#token={DEV_TOKEN}   (any node's admin port)",
+        configs[0].listen.admin
+    );
     println!();
     println!("try:");
     println!("  curl -i http://127.0.0.1:8081/demo/hello");

@@ -12,6 +12,8 @@
 //! - [`ratelimit`]: rate-limit token buckets, each node's fair share of a cluster-wide limit.
 //! - [`tls`]: certificates and the SNI resolver of the TLS listener; TLS to `https://` targets.
 //! - [`admin`]: the admin API on every node.
+//! - [`telemetry`]: the Prometheus registry (`/metrics`), usage counts (`/usage`), the access
+//!   log's JSON layer.
 //! - [`dev`]: `raftgate dev`, a local cluster with a demo upstream.
 //!
 //! [`start`] runs a node on listeners the caller bound; tests call it too.
@@ -27,6 +29,7 @@ pub mod dev;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
+pub mod telemetry;
 pub mod tls;
 
 use std::future::Future;
@@ -84,6 +87,8 @@ pub struct Gateway {
     accepting: Arc<AtomicBool>,
     proxy: actix_web::dev::ServerHandle,
     admin: actix_web::dev::ServerHandle,
+    /// `limits.drain_timeout_ms`: how long a graceful stop waits for in-flight requests.
+    drain: std::time::Duration,
 }
 
 /// Starts a node on the given listeners. Must run inside an actix system (`actix_rt`).
@@ -114,6 +119,13 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
         config: tls::store::server_config(certificates.store.clone()),
     });
 
+    let telemetry = telemetry::Telemetry::new(config.telemetry.metrics);
+    telemetry.start_upkeep();
+    {
+        // `/usage?cluster=true` on any node asks this one over the cluster port.
+        let telemetry = telemetry.clone();
+        node.set_usage_source(Arc::new(move |filter| telemetry.usage(filter)));
+    }
     let limiter = actors::limiter::start(node.clone());
     let rate_limiter = actors::ratelimit::start(node.clone(), router.table.clone());
     let proxy = proxy::server(
@@ -127,6 +139,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
             rate_limits: rate_limiter.limits.clone(),
             cache: cache.cache.clone(),
             limits: config.limits.clone(),
+            telemetry: telemetry.clone(),
         },
     )?;
     let accepting = Arc::new(AtomicBool::new(true));
@@ -135,6 +148,8 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
         router: router.clone(),
         certificates: certificates.clone(),
         cache: cache.clone(),
+        health: balancer.health.clone(),
+        telemetry,
         token: config.admin_token.as_deref().map(Arc::from),
         accepting: accepting.clone(),
     });
@@ -163,6 +178,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
         accepting,
         proxy: proxy.handle(),
         admin: admin.handle(),
+        drain: config.limits.drain_timeout(),
     };
     actix_rt::spawn(proxy);
     actix_rt::spawn(admin);
@@ -194,17 +210,36 @@ pub async fn run(
 }
 
 impl Gateway {
-    /// Graceful: `/readyz` turns 503, in-flight requests finish (bounded), unspent quota
-    /// leases go back to the cluster, then Raft stops.
+    /// Graceful (SIGTERM, SIGINT): `/readyz` turns 503; the proxy listeners close while
+    /// in-flight requests and open WebSockets finish, for `limits.drain_timeout_ms` at most;
+    /// unspent quota leases go back to the cluster; the admin API stops; a leader hands its
+    /// leadership to a caught-up voter; then Raft stops.
     pub async fn stop(self) {
+        let started = std::time::Instant::now();
         self.accepting.store(false, Ordering::Release);
-        self.proxy.stop(true).await;
+        // actix stops accepting at once, closes idle keep-alive connections, lets busy ones
+        // finish their request, and drops what is left after its own (whole-second) timeout.
+        if tokio::time::timeout(self.drain, self.proxy.stop(true))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                drain_timeout_ms = self.drain.as_millis() as u64,
+                "in-flight requests did not finish within the drain timeout; dropping them"
+            );
+        }
+        let drained_ms = started.elapsed().as_millis() as u64;
         // No request is admitted any more: give unspent quota grants back to the cluster.
         self.limiter.release_all().await;
         self.admin.stop(true).await;
         self.balancer.stop();
         self.rate_limiter.stop();
-        self.node.shutdown().await;
+        self.node.shutdown_gracefully().await;
+        tracing::info!(
+            drained_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "stopped gracefully"
+        );
     }
 
     /// Abrupt: connections are dropped and Raft stops at once, like a crash without the restart.

@@ -53,12 +53,21 @@ fn main() -> ExitCode {
         // A client: its output is its answer, with no node's logging around it.
         return ctl::run(args);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
+    // RUST_LOG picks what is logged, the access log included (`raftgate::access=off` mutes
+    // it). The node's own log is text on stderr; the access log is one JSON object per line
+    // on stdout, for a log shipper.
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let text = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            !raftgate::telemetry::is_access(m)
+        }));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(raftgate::telemetry::access_log_layer(std::io::stdout))
         .init();
     match cli.command {
         Cmd::Serve { config } => serve(config),

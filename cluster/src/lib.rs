@@ -13,6 +13,7 @@
 //! - [`state_machine`]: applies entries, writes snapshots, publishes the state.
 //! - [`rpc`], [`network`]: the authenticated node-to-node protocol, server and client.
 //! - [`node`]: starts a node and offers the write/read API the admin layer uses.
+//! - [`membership`]: adding and removing nodes, decided against the current membership.
 #![forbid(unsafe_code)]
 // openraft's storage traits fix `StorageError` (224 bytes) as the error type; boxing it in our
 // helpers would only add a conversion at every trait boundary.
@@ -26,12 +27,14 @@ pub mod spec;
 pub mod state;
 pub mod tls;
 pub mod types;
+pub mod usage;
 
 pub use imbl::OrdMap;
 pub use state::ClusterState;
 pub use types::{Command, NodeId, Precondition, Raft, Response, TypeConfig};
 pub mod identity;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod rpc;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use openraft::error::{
@@ -30,7 +31,11 @@ pub struct PeerClient {
     addr: String,
     secret: Arc<Vec<u8>>,
     my_id: NodeId,
-    idle: Mutex<Vec<TcpStream>>,
+    /// Idle connections with the thread that opened them. A tokio socket belongs to the
+    /// runtime it was opened on, and every actix runtime is one thread: the admin API's worker,
+    /// each proxy worker and the main system each reuse only their own connections, so none
+    /// picks up a socket whose runtime has stopped (a worker ends during a graceful stop).
+    idle: Mutex<Vec<(ThreadId, TcpStream)>>,
     isolated: Arc<AtomicBool>,
 }
 
@@ -57,7 +62,9 @@ pub enum CallError {
 impl PeerClient {
     fn take_idle(&self) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(s) = idle.pop() {
+        let me = std::thread::current().id();
+        while let Some(at) = idle.iter().rposition(|(t, _)| *t == me) {
+            let (_, s) = idle.remove(at);
             // A pooled connection the peer closed (it restarted) reads EOF at once: drop it.
             let mut probe = [0u8; 1];
             match s.try_read(&mut probe) {
@@ -70,9 +77,11 @@ impl PeerClient {
 
     fn put_idle(&self, s: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_PER_PEER {
-            idle.push(s);
+        if idle.len() >= MAX_IDLE_PER_PEER {
+            // The oldest first: it may belong to a thread that has ended.
+            idle.remove(0);
         }
+        idle.push((std::thread::current().id(), s));
     }
 
     async fn connect(&self) -> std::io::Result<TcpStream> {

@@ -19,6 +19,11 @@ use crate::state::ClusterState;
 use crate::state_machine::StateMachine;
 use crate::types::{Command, NodeId, Raft};
 
+mod handover;
+mod members;
+
+pub use members::MEMBERSHIP_TIMEOUT;
+
 /// How long a write or a linearizable read may take before it answers 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
@@ -59,6 +64,8 @@ struct Inner {
     network: Network,
     state: watch::Receiver<Arc<ClusterState>>,
     shutdown: watch::Sender<bool>,
+    /// The gateway's request counts, for `RpcRequest::Usage` (see `usage.rs`).
+    usage: std::sync::OnceLock<crate::usage::UsageSource>,
 }
 
 /// `GET /cluster`.
@@ -113,6 +120,7 @@ impl ClusterNode {
                 network,
                 state,
                 shutdown,
+                usage: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(rpc::serve(
@@ -406,10 +414,41 @@ impl ClusterNode {
         }
     }
 
+    /// Where this node's request counts come from (the gateway's telemetry); set once.
+    pub fn set_usage_source(&self, source: crate::usage::UsageSource) {
+        let _ = self.inner.usage.set(source);
+    }
+
+    /// This node's request counts (none before a source is set).
+    pub fn local_usage(&self, filter: &crate::usage::UsageFilter) -> Vec<crate::usage::UsageRow> {
+        self.inner
+            .usage
+            .get()
+            .map(|s| s(filter))
+            .unwrap_or_default()
+    }
+
+    /// One request to the member at `addr`; `None` when it did not answer in time.
+    pub(crate) async fn call_member(
+        &self,
+        addr: &str,
+        req: &RpcRequest,
+        timeout: Duration,
+    ) -> Option<RpcResponse> {
+        self.inner.network.peer(addr).call(req, timeout).await.ok()
+    }
+
     /// Fault injection (tests, the chaos suite): cut this node off from every peer, both
     /// ways, or heal it. Its proxy and admin listeners keep running.
     pub fn set_isolated(&self, isolated: bool) {
         self.inner.network.set_isolated(isolated);
+    }
+
+    /// Graceful: when this node leads, hands leadership to a caught-up voter first (see
+    /// `node/handover.rs`), then [`ClusterNode::shutdown`].
+    pub async fn shutdown_gracefully(&self) {
+        self.hand_over().await;
+        self.shutdown().await;
     }
 
     /// Stops serving peers and stops Raft; the store is closed once its tasks have ended.
@@ -481,6 +520,18 @@ impl rpc::Handler for ClusterNode {
                 })
             }
             RpcRequest::Ping => RpcResponse::Pong,
+            RpcRequest::Usage(filter) => RpcResponse::Usage(self.local_usage(&filter)),
+            // `*_as_leader` answer NotLeader themselves when this node does not lead.
+            RpcRequest::AddMember { id, addr, voter } => {
+                RpcResponse::Member(self.add_member_as_leader(id, addr, voter).await)
+            }
+            RpcRequest::RemoveMember { id } => {
+                RpcResponse::Member(self.remove_member_as_leader(id).await)
+            }
+            RpcRequest::TakeOver { from } => {
+                self.campaign(from);
+                RpcResponse::TakingOver
+            }
         }
     }
 }

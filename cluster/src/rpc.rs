@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::membership::{MemberChange, MembershipError};
 use crate::state::{Applied, StateError};
 use crate::types::{Command, NodeId, TypeConfig};
 
@@ -44,6 +45,23 @@ pub enum RpcRequest {
     ReadIndex,
     /// Reachability probe for `GET /cluster`.
     Ping,
+    /// `POST /cluster/members` forwarded by a follower; only the leader accepts it.
+    AddMember {
+        id: NodeId,
+        addr: String,
+        voter: bool,
+    },
+    /// `DELETE /cluster/members/{id}` forwarded by a follower; only the leader accepts it.
+    RemoveMember {
+        id: NodeId,
+    },
+    /// A leader that is shutting down asks its most caught-up voter to campaign now, rather
+    /// than after its election timeout (openraft 0.9 has no leadership transfer).
+    TakeOver {
+        from: NodeId,
+    },
+    /// `GET /usage?cluster=true` on another node: this node's request counts, filtered.
+    Usage(crate::usage::UsageFilter),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,6 +74,10 @@ pub enum RpcResponse {
     Write(Result<WriteOk, WriteError>),
     ReadIndex(Result<u64, WriteError>),
     Pong,
+    Member(Result<MemberChange, WriteError>),
+    /// The successor got the hand-over and campaigns.
+    TakingOver,
+    Usage(Vec<crate::usage::UsageRow>),
 }
 
 /// A write the cluster committed (or found already in place).
@@ -72,6 +94,8 @@ pub struct WriteOk {
 pub enum WriteError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
     #[error("this node is not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
     #[error("{0}")]

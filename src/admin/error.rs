@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use raftgate_cluster::membership::MembershipError;
 use raftgate_cluster::spec::Invalid;
 use raftgate_cluster::state::StateError;
 use raftgate_cluster::WriteError;
@@ -104,8 +105,23 @@ impl From<WriteError> for AdminError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::State(s) => s.into(),
+            WriteError::Membership(m) => m.into(),
             other => AdminError::Unavailable(other.to_string()),
         }
+    }
+}
+
+impl From<MembershipError> for AdminError {
+    fn from(e: MembershipError) -> Self {
+        let message = e.to_string();
+        let code = match e {
+            MembershipError::NotMember { .. } => return AdminError::NotFound(message),
+            MembershipError::Exists { .. } => "member_exists",
+            MembershipError::AddrTaken { .. } => "addr_taken",
+            MembershipError::LastVoter { .. } => "last_voter",
+            MembershipError::InProgress => "membership_change_in_progress",
+        };
+        AdminError::Conflict { code, message }
     }
 }
 

@@ -5,18 +5,25 @@
 mod cache;
 mod certificates;
 mod config;
+mod dashboard;
 mod error;
 mod keys;
+mod members;
+mod metrics;
 mod quotas;
 mod resources;
+mod upstreams;
+mod usage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
+use arc_swap::ArcSwap;
 use raftgate_cluster::ClusterNode;
 use subtle::ConstantTimeEq;
 
@@ -25,6 +32,7 @@ pub use error::AdminError;
 use crate::actors::cache::CacheHandle;
 use crate::actors::certificates::CertificatesHandle;
 use crate::actors::router::RouterHandle;
+use crate::balancing::HealthTable;
 
 /// Everything the admin handlers share.
 #[derive(Clone)]
@@ -35,6 +43,10 @@ pub struct AdminState {
     pub certificates: CertificatesHandle,
     /// The response cache: a purge answers once it took effect here.
     pub cache: CacheHandle,
+    /// The balancer's published target health: `GET /health/upstreams` reads it.
+    pub health: Arc<ArcSwap<HealthTable>>,
+    /// The node's counters: `GET /metrics` renders them, `GET /usage` sums them.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
     pub token: Option<Arc<str>>,
     /// False while draining: `/readyz` answers 503.
     pub accepting: Arc<AtomicBool>,
@@ -44,20 +56,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/cluster", web::get().to(cluster))
+        .configure(members::configure)
+        .configure(dashboard::configure)
+        .configure(upstreams::configure)
         .configure(keys::configure)
         .configure(cache::configure)
         .configure(config::configure)
         .configure(quotas::configure)
+        .configure(metrics::configure)
+        .configure(usage::configure)
         .configure(resources::configure)
         .default_service(web::to(not_found));
 }
 
-/// The bearer-token check, on every endpoint but `/healthz` and `/readyz`; constant time.
+/// The bearer-token check, on every endpoint but `/healthz`, `/readyz` and the dashboard page
+/// (`GET /`, which holds no data: its API calls carry the token); constant time.
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let open = matches!(req.path(), "/healthz" | "/readyz");
+    let open = matches!(req.path(), "/healthz" | "/readyz")
+        || (req.path() == "/" && req.method() == Method::GET);
     if !open {
         let expected = req
             .app_data::<web::Data<AdminState>>()

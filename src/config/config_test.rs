@@ -97,6 +97,7 @@ fn full_file_parses_with_its_values() {
             max_headers: 10,
             max_body_bytes: 2048,
             header_timeout_ms: 3000,
+            drain_timeout_ms: 10_000,
         }
     );
 }
@@ -548,4 +549,46 @@ fn env_overrides_the_cache_bound() {
         err.to_string().contains("RAFTGATE_CACHE_MAX_BYTES"),
         "{err}"
     );
+}
+
+#[test]
+fn telemetry_metrics_default_on_and_can_be_turned_off() {
+    let c = parse("node_id = 7\ndata_dir = \"/data\"\n").unwrap();
+    assert!(c.telemetry.metrics);
+    let c = parse("node_id = 7\ndata_dir = \"/data\"\n[telemetry]\nmetrics = false\n").unwrap();
+    assert!(!c.telemetry.metrics);
+    let env: MapEnv = [("RAFTGATE_TELEMETRY_METRICS", "false")]
+        .into_iter()
+        .collect();
+    let c = from_str(FULL, Path::new("x.toml"), &env).unwrap();
+    assert!(!c.telemetry.metrics);
+}
+
+#[test]
+fn telemetry_keys_are_checked() {
+    let err = parse_err("node_id = 7\ndata_dir = \"/d\"\n[telemetry]\nmetrics = \"no\"\n");
+    assert_eq!(err.key(), Some("telemetry.metrics"));
+    let err = parse_err("node_id = 7\ndata_dir = \"/d\"\n[telemetry]\naccess_log = true\n");
+    assert!(err.to_string().contains("access_log"), "{err}");
+    let env: MapEnv = [("RAFTGATE_TELEMETRY_METRICS", "maybe")]
+        .into_iter()
+        .collect();
+    let err = from_str(FULL, Path::new("x.toml"), &env).unwrap_err();
+    assert_eq!(err.key(), Some("telemetry.metrics"));
+    assert!(err.to_string().contains("boolean"), "{err}");
+}
+
+#[test]
+fn the_drain_timeout_defaults_to_ten_seconds_and_must_be_positive() {
+    let c = parse("node_id = 7\ndata_dir = \"/d\"\n").unwrap();
+    assert_eq!(c.limits.drain_timeout(), std::time::Duration::from_secs(10));
+    let c = parse("node_id = 7\ndata_dir = \"/d\"\n[limits]\ndrain_timeout_ms = 2500\n").unwrap();
+    assert_eq!(c.limits.drain_timeout_ms, 2500);
+    let err = parse_err("node_id = 7\ndata_dir = \"/d\"\n[limits]\ndrain_timeout_ms = 0\n");
+    assert_eq!(err.key(), Some("limits.drain_timeout_ms"));
+    let env: MapEnv = [("RAFTGATE_LIMITS_DRAIN_TIMEOUT_MS", "1500")]
+        .into_iter()
+        .collect();
+    let c = from_str(FULL, Path::new("x.toml"), &env).unwrap();
+    assert_eq!(c.limits.drain_timeout_ms, 1500);
 }

@@ -23,6 +23,7 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 65536;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
 
@@ -39,6 +40,7 @@ pub struct FileConfig {
     pub admin: FileAdmin,
     pub limits: FileLimits,
     pub cache: FileCache,
+    pub telemetry: FileTelemetry,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +85,7 @@ pub struct FileLimits {
     pub max_headers: usize,
     pub max_body_bytes: u64,
     pub header_timeout_ms: u64,
+    pub drain_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +93,18 @@ pub struct FileLimits {
 pub struct FileCache {
     pub max_bytes: u64,
     pub max_entry_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+pub struct FileTelemetry {
+    pub metrics: bool,
+}
+
+impl Default for FileTelemetry {
+    fn default() -> Self {
+        FileTelemetry { metrics: true }
+    }
 }
 
 impl Default for FileListen {
@@ -125,6 +140,7 @@ impl Default for FileLimits {
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
         }
     }
 }
@@ -450,10 +466,13 @@ impl FileConfig {
         ov.set("limits.max_headers", &mut limits.max_headers)?;
         ov.set("limits.max_body_bytes", &mut limits.max_body_bytes)?;
         ov.set("limits.header_timeout_ms", &mut limits.header_timeout_ms)?;
+        ov.set("limits.drain_timeout_ms", &mut limits.drain_timeout_ms)?;
 
         let cache = &mut self.cache;
         ov.set("cache.max_bytes", &mut cache.max_bytes)?;
         ov.set("cache.max_entry_bytes", &mut cache.max_entry_bytes)?;
+
+        ov.set("telemetry.metrics", &mut self.telemetry.metrics)?;
         Ok(())
     }
 }

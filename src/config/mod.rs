@@ -48,6 +48,21 @@ pub struct Config {
     pub raft: RaftTiming,
     pub limits: Limits,
     pub cache: CacheLimits,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Count every request (Prometheus counters and histograms, `/usage`). Off, `/metrics`
+    /// keeps only the gauges read at scrape time; for measuring what counting costs.
+    pub metrics: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { metrics: true }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +99,9 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_body_bytes: u64,
     pub header_timeout_ms: u64,
+    /// On a graceful stop (SIGTERM, SIGINT), how long in-flight requests and open WebSockets
+    /// have to finish before their connections are dropped.
+    pub drain_timeout_ms: u64,
 }
 
 /// `[cache]`: the response cache's memory bound.
@@ -126,6 +144,7 @@ impl Config {
             raft: RaftTiming::default(),
             limits: Limits::default(),
             cache: CacheLimits::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -146,6 +165,7 @@ impl fmt::Debug for Config {
             .field("raft", &self.raft)
             .field("limits", &self.limits)
             .field("cache", &self.cache)
+            .field("telemetry", &self.telemetry)
             .finish()
     }
 }
@@ -194,6 +214,7 @@ impl Default for Limits {
             max_headers: file::DEFAULT_MAX_HEADERS,
             max_body_bytes: file::DEFAULT_MAX_BODY_BYTES,
             header_timeout_ms: file::DEFAULT_HEADER_TIMEOUT_MS,
+            drain_timeout_ms: file::DEFAULT_DRAIN_TIMEOUT_MS,
         }
     }
 }
@@ -201,6 +222,10 @@ impl Default for Limits {
 impl Limits {
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 }
 
@@ -338,6 +363,7 @@ fn validate(raw: FileConfig, origin: &file::Origin) -> Result<Config, ConfigErro
         max_headers: positive(l.max_headers, "limits.max_headers", origin)?,
         max_body_bytes: positive(l.max_body_bytes, "limits.max_body_bytes", origin)?,
         header_timeout_ms: positive(l.header_timeout_ms, "limits.header_timeout_ms", origin)?,
+        drain_timeout_ms: positive(l.drain_timeout_ms, "limits.drain_timeout_ms", origin)?,
     };
     at_most(
         limits.max_headers,
@@ -387,6 +413,9 @@ fn validate(raw: FileConfig, origin: &file::Origin) -> Result<Config, ConfigErro
         raft,
         limits,
         cache,
+        telemetry: TelemetryConfig {
+            metrics: raw.telemetry.metrics,
+        },
     })
 }
 

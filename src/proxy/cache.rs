@@ -241,17 +241,23 @@ pub fn fill(
 
 /// Sets `X-Cache` on every answer of a cached route, gateway errors included.
 pub fn mark(ctx: &RequestCtx, response: &mut HttpResponse) {
-    if ctx.route.as_ref().is_none_or(|r| r.route().cache.is_none()) {
-        return;
+    if let Some(value) = result(ctx) {
+        response
+            .headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static(value));
     }
-    let value = match ctx.cache {
+}
+
+/// The `X-Cache` value of a request on a cached route (what `mark` sets and `log` counts).
+pub fn result(ctx: &RequestCtx) -> Option<&'static str> {
+    if ctx.route.as_ref().is_none_or(|r| r.route().cache.is_none()) {
+        return None;
+    }
+    Some(match ctx.cache {
         Some(CacheCtx::Hit) => "HIT",
         Some(CacheCtx::Stored) => "MISS",
         _ => "BYPASS",
-    };
-    response
-        .headers_mut()
-        .insert(X_CACHE, HeaderValue::from_static(value));
+    })
 }
 
 /// An answer body of unknown length, read up to `limit` bytes.

@@ -114,7 +114,8 @@ where
     let mut server = builder
         .workers(config.workers)
         .disable_signals()
-        .shutdown_timeout(10)
+        // actix counts whole seconds; `Gateway::stop` holds the exact bound.
+        .shutdown_timeout(config.limits.drain_timeout_ms.div_ceil(1000))
         .listen("raftgate-proxy", listener, make(local, None))?;
     if let Some(tls) = tls {
         let local = tls.listener.local_addr()?;
@@ -213,7 +214,9 @@ impl Drop for InFlight {
         let clock = &self.0;
         let n = clock.in_flight.get().saturating_sub(1);
         clock.in_flight.set(n);
-        if n == 0 {
+        // Outside a runtime, the worker is being torn down (a drain timeout ran out): no next
+        // head will come, and a timer cannot be created.
+        if n == 0 && tokio::runtime::Handle::try_current().is_ok() {
             clock.start();
         }
     }

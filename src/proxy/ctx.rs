@@ -19,6 +19,8 @@ pub struct RequestCtx {
     /// finished (`balance::finish`) or dropped.
     pub attempt: Option<Attempt>,
     pub status: u16,
+    /// The gateway's error code (`rate_limited`, `no_route`, …) when it answered with one.
+    pub error: Option<&'static str>,
     pub upstream_started: Option<Instant>,
     /// The most body bytes sent upstream (`limits.max_body_bytes`, set by `edge`).
     pub body_limit: u64,
@@ -44,6 +46,7 @@ impl RequestCtx {
             target: None,
             attempt: None,
             status: 0,
+            error: None,
             upstream_started: None,
             body_limit: u64::MAX,
             consumer: None,

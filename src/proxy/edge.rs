@@ -178,6 +178,7 @@ mod tests {
             max_headers: 4,
             max_body_bytes: 10,
             header_timeout_ms: 1000,
+            drain_timeout_ms: 10_000,
         }
     }
 

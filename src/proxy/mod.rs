@@ -47,6 +47,7 @@ use crate::cache::ResponseCache;
 use crate::config::{Config, Limits};
 use crate::ratelimit::RateLimits;
 use crate::routing::RouteTable;
+use crate::telemetry::Telemetry;
 
 /// What every proxy worker shares: the snapshots and handles of the node's actors.
 pub struct ProxyShared {
@@ -58,6 +59,8 @@ pub struct ProxyShared {
     /// The response cache: read and filled here, purged by the cache actor.
     pub cache: Arc<ResponseCache>,
     pub limits: Limits,
+    /// Counts every request (`log`).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Builds the proxy server on `listener`, and on `tls` behind TLS termination when given; the
@@ -89,6 +92,7 @@ async fn handle(
         Ok(r) => r,
         Err(e) => {
             ctx.status = e.status().as_u16();
+            ctx.error = Some(e.code());
             if e.source() == error::Source::Upstream {
                 tracing::warn!(request_id = %ctx.request_id, route = ctx.route_name(), error = %e, "upstream failure");
             }
@@ -97,7 +101,7 @@ async fn handle(
     };
     limit::headers(&ctx, response.headers_mut());
     cache::mark(&ctx, &mut response);
-    log::log(&ctx, req.method().as_str(), req.uri().path());
+    log::log(&ctx, &req, &response, &shared.telemetry);
     response
 }
 

@@ -30,6 +30,9 @@ pub struct CompiledRoute {
     /// Shared by every route of the service, and with the balancer actor that checks it.
     upstream: Arc<ServiceRuntime>,
     methods: MethodSet,
+    /// This route's counters, found by name on its first request and kept for the life of
+    /// this compiled route (a table belongs to one node, so to one registry).
+    telemetry: std::sync::OnceLock<Arc<crate::telemetry::RouteMetrics>>,
 }
 
 impl CompiledRoute {
@@ -49,6 +52,11 @@ impl CompiledRoute {
     /// Shared by every route of the service.
     pub fn targets(&self) -> &Arc<[TargetUrl]> {
         self.upstream.urls()
+    }
+
+    /// Where [`crate::telemetry::Telemetry::record`] caches this route's counters.
+    pub fn telemetry(&self) -> &std::sync::OnceLock<Arc<crate::telemetry::RouteMetrics>> {
+        &self.telemetry
     }
 
     /// The service's live targets: pick with `pick`, count attempts with `begin`.
@@ -179,6 +187,7 @@ impl RouteTable {
                 service: Arc::clone(service),
                 upstream,
                 methods: MethodSet::new(&route.methods),
+                telemetry: std::sync::OnceLock::new(),
             });
             table.insert(&compiled, &patterns);
             table.by_name.insert(route.name.clone(), compiled);

@@ -111,23 +111,8 @@ impl Cluster {
             .collect();
         let mut nodes = Vec::new();
         for (i, l) in listeners.iter().enumerate() {
-            let listen = Listen {
-                proxy: l.proxy.local_addr().unwrap(),
-                admin: l.admin.local_addr().unwrap(),
-                cluster: l.cluster.local_addr().unwrap(),
-                proxy_tls: l.proxy_tls.as_ref().map(|t| t.local_addr().unwrap()),
-            };
-            let mut c = Config::new(
-                i as u64 + 1,
-                dir.path().join(format!("node{}", i + 1)),
-                listen,
-            );
+            let mut c = test_config(i as u64 + 1, &dir, l);
             c.members = members.clone();
-            c.secret = Some(SECRET.into());
-            c.admin_token = Some(TOKEN.into());
-            c.workers = 1;
-            c.raft.heartbeat_ms = 100;
-            c.raft.election_timeout_ms = 600;
             tune(&mut c);
             nodes.push(NodeSlot {
                 config: c,
@@ -148,6 +133,38 @@ impl Cluster {
         };
         cluster.wait_leader().await;
         cluster
+    }
+
+    /// Starts one more node with `join = true` (node id = its index + 1) on port 0: it waits
+    /// until `POST /cluster/members` adds it. Its index.
+    pub async fn add_node(&mut self) -> usize {
+        self.add_node_with(|_| {}).await
+    }
+
+    pub async fn add_node_with(&mut self, tune: impl Fn(&mut Config)) -> usize {
+        let i = self.nodes.len();
+        let l = Listeners {
+            proxy: bind0(),
+            admin: bind0(),
+            cluster: bind0(),
+            proxy_tls: Some(bind0()),
+        };
+        let mut c = test_config(i as u64 + 1, &self.dir, &l);
+        c.join = true;
+        tune(&mut c);
+        let gateway = raftgate::start(c.clone(), l)
+            .await
+            .expect("joining node starts");
+        self.nodes.push(NodeSlot {
+            config: c,
+            gateway: Some(gateway),
+        });
+        i
+    }
+
+    /// Node `i`'s cluster address, as `POST /cluster/members` takes it.
+    pub fn cluster_addr(&self, i: usize) -> String {
+        self.nodes[i].config.listen.cluster.to_string()
     }
 
     pub fn gateway(&self, i: usize) -> &Gateway {
@@ -338,6 +355,23 @@ impl Cluster {
             }
         }
     }
+}
+
+/// A test node's config: fast Raft, one worker, the test secret and token.
+fn test_config(id: u64, dir: &tempfile::TempDir, l: &Listeners) -> Config {
+    let listen = Listen {
+        proxy: l.proxy.local_addr().unwrap(),
+        admin: l.admin.local_addr().unwrap(),
+        cluster: l.cluster.local_addr().unwrap(),
+        proxy_tls: l.proxy_tls.as_ref().map(|t| t.local_addr().unwrap()),
+    };
+    let mut c = Config::new(id, dir.path().join(format!("node{id}")), listen);
+    c.secret = Some(SECRET.into());
+    c.admin_token = Some(TOKEN.into());
+    c.workers = 1;
+    c.raft.heartbeat_ms = 100;
+    c.raft.election_timeout_ms = 600;
+    c
 }
 
 pub async fn into_reply(
