@@ -117,6 +117,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         "  dashboard: http://{}/#token={DEV_TOKEN}   (any node's admin port)",
         configs[0].listen.admin
     );
+    println!(
+        "  metrics:   http://{}/metrics   (Prometheus; bearer token as above)",
+        configs[0].listen.admin
+    );
     println!();
     println!("try:");
     println!("  curl -i http://127.0.0.1:8081/demo/hello");

@@ -1,7 +1,7 @@
 //! The Raft state machine: applies committed entries to [`ClusterState`], keeps snapshots on disk
 //! and publishes every new state on a `watch` channel for the actors that compile it.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -85,10 +85,12 @@ impl StateMachine {
 /// Write temp, fsync, rename, fsync the directory: a crash leaves the old or the new snapshot,
 /// never half of one.
 fn write_snapshot_file(dir: &Path, file: &SnapshotFile) -> std::io::Result<()> {
-    let bytes = postcard::to_stdvec(file).map_err(std::io::Error::other)?;
     let tmp = dir.join(SNAPSHOT_TMP);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
+    // Encoded straight into the file: a second in-memory copy of a large state would double
+    // the transient memory of every snapshot.
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    postcard::to_io(file, &mut w).map_err(std::io::Error::other)?;
+    let f = w.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
