@@ -105,6 +105,26 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
     let balancer = actors::balancer::start(node.subscribe());
     let auth = actors::auth::start(balancer.states());
     let router = actors::router::start(auth.states(), balancer.health.clone());
+    // `/readyz` turns 200 only once the route table reflects everything the cluster had
+    // committed when this node started (a restarted node catches up first), or, with no
+    // quorum to ask, what the node replayed from its own disk (it then serves its last config).
+    let caught_up = Arc::new(AtomicBool::new(false));
+    actix_rt::spawn({
+        let (node, router, caught_up) = (node.clone(), router.clone(), caught_up.clone());
+        async move {
+            let wait = std::time::Duration::from_secs(5);
+            let _ = tokio::time::timeout(wait, node.read_barrier()).await;
+            let target = node.state().applied;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            if !router.wait_published(target, deadline).await {
+                tracing::warn!(
+                    target,
+                    "the route table did not reach the applied state in 30 s"
+                );
+            }
+            caught_up.store(true, Ordering::Release);
+        }
+    });
     // Certificates only matter to the TLS listener: fed straight from the state machine.
     let certificates = actors::certificates::start(node.subscribe());
     // The cache actor too: it applies purges and drops changed routes' entries (their keys
@@ -152,6 +172,7 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
         telemetry,
         token: config.admin_token.as_deref().map(Arc::from),
         accepting: accepting.clone(),
+        caught_up,
     });
     let admin = HttpServer::new(move || {
         App::new()

@@ -50,6 +50,9 @@ pub struct Lease {
     exhausted: AtomicBool,
     /// Requests that tried this lease since the actor last looked: sizes the next grant.
     demand: AtomicU64,
+    /// Set once the grants this node held for the key before the lease existed here (from an
+    /// earlier run: it crashed or restarted) are counted as spent (see [`Leases::baseline`]).
+    baselined: AtomicBool,
 }
 
 impl Lease {
@@ -94,6 +97,14 @@ pub struct Leases {
 }
 
 impl Leases {
+    /// No leases yet, for node `node` (whose grants `refresh` takes).
+    pub fn new(node: u64) -> Leases {
+        Leases {
+            node,
+            by_key: RwLock::new(HashMap::new()),
+        }
+    }
+
     /// The lease of `key` for the window starting at `window_start`, made empty when new.
     pub fn lease(&self, key: QuotaKey, window: (u64, u64), limit: u64) -> Arc<Lease> {
         let id = (key, window.0);
@@ -112,6 +123,7 @@ impl Leases {
                     granted: AtomicU64::new(0),
                     exhausted: AtomicBool::new(false),
                     demand: AtomicU64::new(0),
+                    baselined: AtomicBool::new(false),
                 })
             })
             .clone()
@@ -126,9 +138,32 @@ impl Leases {
             .collect()
     }
 
-    /// Takes the grants in `state` for this node.
-    fn refresh(&self, state: &ClusterState) {
+    /// Counts as spent what `state` already granted this node for leases new in this process:
+    /// such grants come from an earlier run of the node, whose spending died with it, so they
+    /// are never admitted twice (they are the documented under-admission of a crash). `state`
+    /// must hold everything committed before this process started (the limiter waits for a
+    /// read barrier before asking for any grant).
+    pub fn baseline(&self, state: &ClusterState) {
         for lease in self.all() {
+            if lease.baselined.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let prior = state
+                .quotas
+                .get(&lease.key)
+                .filter(|u| u.window_start == lease.window_start)
+                .map_or(0, |u| u.granted_to(self.node));
+            lease.granted.store(prior, Ordering::Release);
+        }
+    }
+
+    /// Takes the grants in `state` for this node. Public for `benches/limiter.rs`, which grants
+    /// through the state machine without running a node.
+    pub fn refresh(&self, state: &ClusterState) {
+        for lease in self.all() {
+            if !lease.baselined.load(Ordering::Acquire) {
+                continue;
+            }
             let Some(usage) = state.quotas.get(&lease.key) else {
                 continue;
             };
@@ -176,6 +211,8 @@ pub struct Limiter {
     /// Per lease: recent demand per second (EWMA).
     rates: HashMap<(QuotaKey, u64), f64>,
     released: bool,
+    /// This node has applied everything committed before it started.
+    caught_up: bool,
 }
 
 impl Actor for Limiter {
@@ -183,6 +220,18 @@ impl Actor for Limiter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+        // Nothing is asked for until this node has applied everything committed before it
+        // started, its own grants of an earlier run included (see `Leases::baseline`).
+        let node = self.node.clone();
+        let barrier = async move {
+            while node.read_barrier().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        ctx.spawn(barrier.into_actor(self).map(|_, act, ctx| {
+            act.caught_up = true;
+            act.tick(ctx);
+        }));
     }
 }
 
@@ -214,9 +263,10 @@ impl Limiter {
     /// Batches what every lease needs into one write: top-ups for leases in use that run low
     /// (and those a request waits on), spend reports at most every [`REPORT_EVERY`].
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.released {
+        if self.writing || self.released || !self.caught_up {
             return;
         }
+        self.leases.baseline(&self.node.state());
         let now = unix_now();
         let waiters = std::mem::take(&mut self.needed);
         let mut requests = Vec::new();
@@ -398,10 +448,7 @@ impl LimiterHandle {
 
 /// Starts the limiter on the current arbiter.
 pub fn start(node: ClusterNode) -> LimiterHandle {
-    let leases = Arc::new(Leases {
-        node: node.id(),
-        by_key: RwLock::new(HashMap::new()),
-    });
+    let leases = Arc::new(Leases::new(node.id()));
     let mut states = node.subscribe();
     let addr = Limiter {
         leases: leases.clone(),
@@ -411,6 +458,7 @@ pub fn start(node: ClusterNode) -> LimiterHandle {
         reported: HashMap::new(),
         rates: HashMap::new(),
         released: false,
+        caught_up: false,
     }
     .start();
     let feed = addr.clone();

@@ -50,6 +50,8 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// False while draining: `/readyz` answers 503.
     pub accepting: Arc<AtomicBool>,
+    /// The route table reflects what the cluster had committed when this node started.
+    pub caught_up: Arc<AtomicBool>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -106,7 +108,7 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     }
     // Ready once the router serves a table built from applied state (the initial membership
     // entry at the least).
-    if state.router.published() == 0 {
+    if state.router.published() == 0 || !state.caught_up.load(Ordering::Acquire) {
         return HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "starting"}));
     }
     HttpResponse::Ok()

@@ -171,3 +171,24 @@ async fn a_graceful_stop_returns_unspent_grants() {
     );
     c.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_node_restarted_after_a_crash_never_spends_its_old_grants_again() {
+    let (mut c, up) = quota_cluster(json!({"requests": 100, "per": "day"})).await;
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    load(&c, &[2], 60, 4, &tally).await;
+    assert_eq!(tally.borrow().admitted, 60);
+    // Crashed: whatever it held unspent is lost for the window, never admitted twice.
+    c.kill(2).await;
+    c.restart(2).await;
+    eventually("the restarted node ready", || async {
+        (c.admin(2, "GET", "/readyz", None).await.status == 200).then_some(())
+    })
+    .await;
+    load(&c, &[0, 1, 2], 60, 4, &tally).await;
+    let t = tally.borrow().clone();
+    println!("quota 100/day, node 3 crashed after 60 and restarted: {t:?}");
+    assert!(t.admitted <= 100, "{t:?}");
+    assert_eq!(up.received(), t.admitted);
+    c.shutdown().await;
+}
