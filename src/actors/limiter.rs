@@ -145,16 +145,20 @@ impl Leases {
     /// read barrier before asking for any grant).
     pub fn baseline(&self, state: &ClusterState) {
         for lease in self.all() {
-            if lease.baselined.swap(true, Ordering::AcqRel) {
-                continue;
-            }
-            let prior = state
-                .quotas
-                .get(&lease.key)
-                .filter(|u| u.window_start == lease.window_start)
-                .map_or(0, |u| u.granted_to(self.node));
-            lease.granted.store(prior, Ordering::Release);
+            self.baseline_one(&lease, state);
         }
+    }
+
+    fn baseline_one(&self, lease: &Lease, state: &ClusterState) {
+        if lease.baselined.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let prior = state
+            .quotas
+            .get(&lease.key)
+            .filter(|u| u.window_start == lease.window_start)
+            .map_or(0, |u| u.granted_to(self.node));
+        lease.granted.store(prior, Ordering::Release);
     }
 
     /// Takes the grants in `state` for this node. Public for `benches/limiter.rs`, which grants
@@ -266,12 +270,15 @@ impl Limiter {
         if self.writing || self.released || !self.caught_up {
             return;
         }
-        self.leases.baseline(&self.node.state());
+        // Every lease is baselined before its first ask (a lease made after `all()` below waits
+        // for the next tick).
+        let state = self.node.state();
         let now = unix_now();
         let waiters = std::mem::take(&mut self.needed);
         let mut requests = Vec::new();
         let mut forget = Vec::new();
         for lease in self.leases.all() {
+            self.leases.baseline_one(&lease, &state);
             let id = (lease.key.clone(), lease.window_start);
             if lease.window_end + 60 <= now {
                 forget.push(id);
