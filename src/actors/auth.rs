@@ -78,17 +78,8 @@ pub fn start(mut states: watch::Receiver<Arc<ClusterState>>) -> AuthHandle {
         indexed,
     }
     .start();
-    actix_rt::spawn(async move {
-        loop {
-            let state = states.borrow_and_update().clone();
-            if addr.send(ConfigApplied { state }).await.is_err() {
-                return;
-            }
-            if states.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    states.mark_changed();
+    super::feed(states, addr, |state| ConfigApplied { state });
     AuthHandle {
         index,
         indexed: indexed_rx,

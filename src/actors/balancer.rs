@@ -363,15 +363,7 @@ pub fn start(mut states: watch::Receiver<Arc<ClusterState>>) -> BalancerHandle {
         balancer.reconcile(&initial, &ctx.address().downgrade());
         balancer
     });
-    let feeder = addr.clone();
-    let feed = actix_rt::spawn(async move {
-        while states.changed().await.is_ok() {
-            let state = states.borrow_and_update().clone();
-            if feeder.send(ConfigApplied { state }).await.is_err() {
-                return;
-            }
-        }
-    });
+    let feed = super::feed(states, addr.clone(), |state| ConfigApplied { state });
     BalancerHandle {
         health,
         addr,

@@ -120,17 +120,8 @@ pub fn start(
         published,
     }
     .start();
-    actix_rt::spawn(async move {
-        loop {
-            let state = states.borrow_and_update().clone();
-            if addr.send(ConfigApplied { state }).await.is_err() {
-                return;
-            }
-            if states.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    states.mark_changed();
+    super::feed(states, addr, |state| ConfigApplied { state });
     CacheHandle {
         cache,
         published: published_rx,

@@ -456,7 +456,7 @@ impl LimiterHandle {
 /// Starts the limiter on the current arbiter.
 pub fn start(node: ClusterNode) -> LimiterHandle {
     let leases = Arc::new(Leases::new(node.id()));
-    let mut states = node.subscribe();
+    let states = node.subscribe();
     let addr = Limiter {
         leases: leases.clone(),
         node,
@@ -468,14 +468,6 @@ pub fn start(node: ClusterNode) -> LimiterHandle {
         caught_up: false,
     }
     .start();
-    let feed = addr.clone();
-    actix_rt::spawn(async move {
-        while states.changed().await.is_ok() {
-            let state = states.borrow_and_update().clone();
-            if feed.send(Applied(state)).await.is_err() {
-                return;
-            }
-        }
-    });
+    super::feed(states, addr.clone(), Applied);
     LimiterHandle { leases, addr }
 }

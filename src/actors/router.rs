@@ -99,17 +99,8 @@ pub fn start(
         compiled_revision: None,
     };
     let addr = router.start();
-    actix_rt::spawn(async move {
-        loop {
-            let state = states.borrow_and_update().clone();
-            if addr.send(ConfigApplied { state }).await.is_err() {
-                return;
-            }
-            if states.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    states.mark_changed();
+    super::feed(states, addr, |state| ConfigApplied { state });
     RouterHandle {
         table,
         published: published_rx,
