@@ -18,76 +18,15 @@
 //! `RAFTGATE_BIN` picks the binary (default: target/release/raftgate).
 
 use std::cell::RefCell;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 
-const TOKEN: &str = "bench-token";
-
-struct Node {
-    proxy: String,
-    admin: String,
-    child: Child,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_cluster(dir: &std::path::Path, n: usize) -> Vec<Node> {
-    let bin = std::env::var("RAFTGATE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/raftgate")
-        });
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build --release` first",
-        bin.display()
-    );
-    let ports: Vec<[u16; 3]> = (0..n)
-        .map(|_| [free_port(), free_port(), free_port()])
-        .collect();
-    let members: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("\"{}@127.0.0.1:{}\"", i + 1, p[2]))
-        .collect();
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let config = dir.join(format!("node{}.toml", i + 1));
-            std::fs::write(
-                &config,
-                format!(
-                    "node_id = {}\ndata_dir = \"{}\"\nworkers = 1\n[listen]\nproxy = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ncluster = \"127.0.0.1:{}\"\n[cluster]\nmembers = [{}]\nsecret = \"bench\"\n[admin]\ntoken = \"{TOKEN}\"\n",
-                    i + 1,
-                    dir.join(format!("data{}", i + 1)).display(),
-                    p[0], p[1], p[2],
-                    members.join(", ")
-                ),
-            )
-            .unwrap();
-            let child = Command::new(&bin)
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start raftgate");
-            Node { proxy: format!("http://127.0.0.1:{}", p[0]), admin: format!("http://127.0.0.1:{}", p[1]), child }
-        })
-        .collect()
-}
+#[path = "support/nodes.rs"]
+mod nodes;
+use nodes::{start_cluster, Node, TOKEN};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -465,7 +404,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     // `memory` measures one node; everything else runs three.
     let n = if what == "memory" { 1 } else { 3 };
-    let mut nodes = start_cluster(dir.path(), n);
+    let mut nodes = start_cluster(dir.path(), n, "", "warn", |_| Stdio::inherit());
     actix_rt::System::new().block_on(async {
         let upstream = HttpServer::new(|| {
             App::new().default_service(web::to(|| async { HttpResponse::Ok().body("ok") }))

@@ -13,21 +13,16 @@
 //! `node{i}.log` in a temporary directory, kept with `--keep`.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::Value;
 
-const TOKEN: &str = "bench-token";
-
-struct Node {
-    proxy: String,
-    admin: String,
-    child: Child,
-}
+#[path = "support/nodes.rs"]
+mod nodes;
+use nodes::{start_cluster, Node, TOKEN};
 
 struct Args {
     target: String,
@@ -59,67 +54,6 @@ fn args() -> Args {
     }
     assert!(a.target == "leader" || a.target == "follower");
     a
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_cluster(dir: &std::path::Path, n: usize, drain_ms: u64) -> Vec<Node> {
-    let bin = std::env::var("RAFTGATE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/raftgate")
-        });
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build --release` first",
-        bin.display()
-    );
-    let ports: Vec<[u16; 3]> = (0..n)
-        .map(|_| [free_port(), free_port(), free_port()])
-        .collect();
-    let members: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("\"{}@127.0.0.1:{}\"", i + 1, p[2]))
-        .collect();
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let config = dir.join(format!("node{}.toml", i + 1));
-            std::fs::write(
-                &config,
-                format!(
-                    "node_id = {}\ndata_dir = \"{}\"\nworkers = 1\n[listen]\nproxy = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ncluster = \"127.0.0.1:{}\"\n[cluster]\nmembers = [{}]\nsecret = \"bench\"\n[admin]\ntoken = \"{TOKEN}\"\n[limits]\ndrain_timeout_ms = {drain_ms}\n",
-                    i + 1,
-                    dir.join(format!("data{}", i + 1)).display(),
-                    p[0], p[1], p[2],
-                    members.join(", ")
-                ),
-            )
-            .unwrap();
-            let log = std::fs::File::create(dir.join(format!("node{}.log", i + 1))).unwrap();
-            let child = Command::new(&bin)
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env("RUST_LOG", "info,openraft=warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start raftgate");
-            Node {
-                proxy: format!("http://127.0.0.1:{}", p[0]),
-                admin: format!("http://127.0.0.1:{}", p[1]),
-                child,
-            }
-        })
-        .collect()
 }
 
 async fn cluster_status(client: &awc::Client, node: &Node) -> Option<Value> {
@@ -197,7 +131,18 @@ async fn run(a: Args) {
     let up_handle = upstream.handle();
     actix_rt::spawn(upstream);
 
-    let mut nodes = start_cluster(dir.path(), 3, a.drain_ms);
+    let logs = dir.path().to_path_buf();
+    let mut nodes = start_cluster(
+        dir.path(),
+        3,
+        &format!("[limits]\ndrain_timeout_ms = {}\n", a.drain_ms),
+        "info,openraft=warn",
+        |i| {
+            std::fs::File::create(logs.join(format!("node{}.log", i + 1)))
+                .unwrap()
+                .into()
+        },
+    );
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(60))
         .finish();
