@@ -1,5 +1,6 @@
 //! The scenarios: what each one breaks, how often, and which checks decide it. Every scenario
 //! repeats its fault until `--duration` has passed (at least once), then the runner heals.
+//! Newer scenarios live in submodules of their own, one file per family of faults.
 
 use std::time::{Duration, Instant};
 
@@ -96,16 +97,16 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
 }
 
-fn others(ctx: &Ctx, id: u64) -> Vec<u64> {
+pub(crate) fn others(ctx: &Ctx, id: u64) -> Vec<u64> {
     ctx.cluster.ids().into_iter().filter(|i| *i != id).collect()
 }
 
-async fn sleep_ms(ctx: &mut Ctx, lo: u64, hi: u64) {
+pub(crate) async fn sleep_ms(ctx: &mut Ctx, lo: u64, hi: u64) {
     let ms = ctx.rng.gen_range(lo..=hi);
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-async fn leader(ctx: &Ctx) -> anyhow::Result<(u64, u64)> {
+pub(crate) async fn leader(ctx: &Ctx) -> anyhow::Result<(u64, u64)> {
     ctx.await_leader(Duration::from_secs(10))
         .await
         .ok_or_else(|| anyhow!("no leader within 10 s"))
