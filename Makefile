@@ -1,5 +1,5 @@
 # Read-only checks, then tests. `make fix` rewrites formatting.
-.PHONY: verify test fix bench-peers bench-cluster
+.PHONY: verify test fix bench-compare bench-peers bench-cluster
 
 verify:
 	cargo fmt --all -- --check
@@ -11,6 +11,10 @@ test:
 
 fix:
 	cargo fmt --all
+
+bench-compare:
+	cargo build --release --bin raftgate
+	bench/compare.sh
 
 bench-peers:
 	cargo build --release

@@ -7,13 +7,10 @@
 #   bench/auth-setup.sh 127.0.0.1:8296
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
+. "$HERE/lib.sh"
 ADMIN="$1"
 PUB="$HERE/../tests/fixtures/jwt/rsa.pub"
-api() { # method path body; any answer but 2xx stops the script
-  local r
-  r=$(curl -s -w '\n%{http_code}' -X "$1" "http://$ADMIN$2" -H 'content-type: application/json' -d "$3")
-  case "${r##*$'\n'}" in 2??) ;; *) echo "auth-setup: $1 $2 -> ${r##*$'\n'}: ${r%$'\n'*}" >&2; exit 1 ;; esac
-}
+api() { admin "$ADMIN" "$@"; }   # method path body; any answer but 2xx stops the script
 if command -v jq >/dev/null; then
   JWT_BODY=$(jq -cn --rawfile pem "$PUB" '{algorithm: "RS256", public_key: $pem}')
 else

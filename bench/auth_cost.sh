@@ -12,6 +12,7 @@
 # schedstat on-CPU time as a cross-check. Everything it starts, it stops by PID.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
+. "$HERE/lib.sh"
 BIN="$(realpath "${1:-$HERE/../target/release/raftgate}")"
 ROUNDS="${ROUNDS:-3}"
 N="${N:-20000}"
@@ -20,46 +21,16 @@ WARM="${WARM:-2000}"       # unmeasured requests per route before the first roun
 PORT=8286; ADMIN="127.0.0.1:8296"; CLUSTER="127.0.0.1:8276"
 KEY="bench-key-0123456789abcdef"
 RSA_KEY="$HERE/../tests/fixtures/jwt/rsa.key"
-TICK="$(getconf CLK_TCK)"
-command -v nginx >/dev/null && command -v ab >/dev/null \
-  && { [ "${CALLGRIND:-0}" != 1 ] || command -v valgrind >/dev/null; } \
-  || { apt-get update -qq && apt-get install -y -qq valgrind nginx apache2-utils >/dev/null; }
+need_tools "nginx nginx" "ab apache2-utils"
+[ "${CALLGRIND:-0}" != 1 ] || need_tools "valgrind valgrind"
 [ -x "$BIN" ] || { echo "no raftgate binary at $BIN (cargo build --release)" >&2; exit 1; }
 
-DIR="$(mktemp -d)"; PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for p in 8286 8296 8276; do
-  ! ss -Hltn "sport = :$p" | grep -q . || { echo "port $p already in use; aborting" >&2; exit 1; }
-done
-if ss -Hltn "sport = :9001" | grep -q .; then   # e.g. a concurrent callgrind.sh: same fixed answer
-  [ "$(curl -s -o /dev/null -w '%{http_code} %{size_download}' http://127.0.0.1:9001/)" = "200 100" ] \
-    || { echo "port 9001 in use by something other than the bench upstream; aborting" >&2; exit 1; }
-  echo "# reusing the upstream already on :9001" >&2
-else
-  mkdir -p "$DIR/up/tmp"
-  nginx -p "$DIR/up/" -e "$DIR/up/error.log" -c "$HERE/nginx-upstream.conf" & PIDS+=($!)
-fi
-
-cat >"$DIR/node.toml" <<TOML
-node_id = 1
-data_dir = "$DIR/data"
-workers = 1
-[listen]
-proxy = "127.0.0.1:$PORT"
-admin = "$ADMIN"
-cluster = "$CLUSTER"
-TOML
-RUST_LOG=warn "$BIN" serve --config "$DIR/node.toml" 2>"$DIR/node.log" & NODE=$!; PIDS+=($NODE)
-for _ in $(seq 300); do curl -sf -o /dev/null "http://$ADMIN/readyz" && break; sleep 0.1; done
-curl -sf -o /dev/null "http://$ADMIN/readyz" || { echo "node not ready; log:" >&2; cat "$DIR/node.log" >&2; exit 1; }
+bench_init
+DIR="$BENCH_DIR"
+ports_free 8286 8296 8276
+upstream_or_reuse   # e.g. a concurrent callgrind.sh: same fixed answer
+node_config "$DIR/node.toml" data "127.0.0.1:$PORT" "$ADMIN" "$CLUSTER"
+start_node "$BIN" "$DIR/node.toml" "$ADMIN" "$DIR/node.log"
 "$HERE/auth-setup.sh" "$ADMIN"
 
 # RS256 token: header {"alg":"RS256","typ":"JWT","kid":"bench-rsa"}, claims {"sub":"bench","exp":now+3600}.
@@ -91,7 +62,6 @@ fi
 
 ROUTES=(plain key jwt)
 declare -A HDR=([plain]="" [key]="apikey: $KEY" [jwt]="Authorization: Bearer $TOKEN")
-hdr_args() { [ -n "${HDR[$1]}" ] && printf '%s\n' -H "${HDR[$1]}"; return 0; }
 
 # --- each route: 200 with its credential, 401 without (and with a wrong one) ---
 status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
@@ -109,29 +79,18 @@ expect 401 "/jwt with a bad signature" -H "Authorization: Bearer ${TOKEN%?????}A
 expect 401 "/jwt with the API key as bearer" -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/jwt"
 echo "# checks passed: /plain 200; /key 200 with apikey, 401 without/wrong; /jwt 200 with RS256 bearer (signed by $SIGNER), 401 without/bad signature" >&2
 
-ticks() { awk '{sub(/^.*\) /,""); printf "%.0f\n", $12+$13}' "/proc/$NODE/stat"; }
 sched_ns() { cat /proc/"$NODE"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{printf "%.0f\n", s}'; }
-run_ab() { # route requests out-file; fails on failed / non-2xx / missing requests
-  local r=$1 n=$2 out=$3 args=()
-  mapfile -t args < <(hdr_args "$r")
-  ab -k -n "$n" -c "$C" "${args[@]}" "http://127.0.0.1:$PORT/$r" >"$out" 2>&1 || { cat "$out" >&2; exit 1; }
-  local done bad non2xx
-  done=$(awk '/^Complete requests/{print $3}' "$out"); bad=$(awk '/^Failed requests/{print $3}' "$out")
-  non2xx=$(awk '/^Non-2xx responses/{print $3}' "$out")
-  [ "$done" = "$n" ] && [ "$bad" = 0 ] && [ -z "$non2xx" ] \
-    || { echo "/$r: complete ${done:-?}/$n, failed ${bad:-?}, non-2xx ${non2xx:-0}" >&2; exit 1; }
-}
+run_ab() { ab_run "http://127.0.0.1:$PORT/$1" "$2" "$C" "$3" "${HDR[$1]}"; }   # route requests out-file
 
 echo "# nproc=$(nproc) rounds=$ROUNDS n=$N c=$C warm-up=$WARM/route binary=$BIN" >&2
 for r in "${ROUTES[@]}"; do run_ab "$r" "$WARM" "$DIR/warm.txt"; done
 printf "route\tround\treqs\trps\tcpu_us_per_req\tsched_us_per_req\n" >"$DIR/raw.tsv"
 for round in $(seq "$ROUNDS"); do
   for r in "${ROUTES[@]}"; do
-    t0=$(ticks); s0=$(sched_ns)
+    t0=$(proc_ticks "$NODE"); s0=$(sched_ns)
     run_ab "$r" "$N" "$DIR/ab.txt"
-    t1=$(ticks); s1=$(sched_ns)
-    rps=$(awk '/^Requests per second/{printf "%.0f", $4}' "$DIR/ab.txt")
-    us=$(awk -v d=$((t1 - t0)) -v n="$N" -v k="$TICK" 'BEGIN{printf "%.2f", d / k * 1e6 / n}')
+    t1=$(proc_ticks "$NODE"); s1=$(sched_ns)
+    rps=$(ab_rps "$DIR/ab.txt"); us=$(us_per_req $((t1 - t0)) "$N")
     sus=$(awk -v d=$((s1 - s0)) -v n="$N" 'BEGIN{printf "%.2f", d / 1e3 / n}')
     printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$r" "$round" "$N" "$rps" "$us" "$sus" >>"$DIR/raw.tsv"
     printf "  round %s %-6s %6s req/s  %7s µs/req (sched %7s)\n" "$round" "$r" "$rps" "$us" "$sus" >&2

@@ -13,65 +13,30 @@
 # hits every target alike; medians are reported. Everything it starts, it stops by PID.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
+. "$HERE/lib.sh"
 BIN="$(realpath "${1:-$HERE/../target/release/raftgate}")"
 ROUNDS="${ROUNDS:-3}"
 N="${N:-20000}"
 C="${C:-32}"
 WARM="${WARM:-2000}"       # unmeasured requests per target before the first round
 PORT=8486; ADMIN="127.0.0.1:8496"; CLUSTER="127.0.0.1:8476"
-TICK="$(getconf CLK_TCK)"
-command -v nginx >/dev/null && command -v ab >/dev/null \
-  || { apt-get update -qq && apt-get install -y -qq nginx apache2-utils >/dev/null; }
+need_tools "nginx nginx" "ab apache2-utils"
 [ -x "$BIN" ] || { echo "no raftgate binary at $BIN (cargo build --release)" >&2; exit 1; }
 
-DIR="$(mktemp -d)"; PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_init
+DIR="$BENCH_DIR"
+# nginx-proxy.conf also listens on 8088 (and 8084), unused here
+ports_free 8486 8496 8476 8081 8084 8088 8087
+upstream_or_reuse   # e.g. a concurrent auth_cost.sh: same fixed answer
+UPSTREAM=$UPSTREAM_PID
+start_nginx proxy "$HERE/nginx-proxy.conf"; NGINX=$NGINX_PID
+start_nginx cache "$HERE/nginx-cache.conf"; NGINX_CACHE=$NGINX_PID
 
-for p in 8486 8496 8476 8081 8084 8087; do
-  ! ss -Hltn "sport = :$p" | grep -q . || { echo "port $p already in use; aborting" >&2; exit 1; }
-done
-UPSTREAM=
-if ss -Hltn "sport = :9001" | grep -q .; then   # e.g. a concurrent auth_cost.sh: same fixed answer
-  [ "$(curl -s -o /dev/null -w '%{http_code} %{size_download}' http://127.0.0.1:9001/)" = "200 100" ] \
-    || { echo "port 9001 in use by something other than the bench upstream; aborting" >&2; exit 1; }
-  echo "# reusing the upstream already on :9001 (its CPU column then counts other traffic too)" >&2
-else
-  mkdir -p "$DIR/up/tmp"
-  nginx -p "$DIR/up/" -e "$DIR/up/error.log" -c "$HERE/nginx-upstream.conf" & UPSTREAM=$!; PIDS+=($UPSTREAM)
-fi
-mkdir -p "$DIR/proxy/tmp" "$DIR/cache/tmp"
-# nginx run as root drops its workers to `nobody`: they must reach and write the cache directory.
-chmod 755 "$DIR"; chmod 777 "$DIR/cache" "$DIR/cache/tmp"
-nginx -p "$DIR/proxy/" -e "$DIR/proxy/error.log" -c "$HERE/nginx-proxy.conf" & NGINX=$!; PIDS+=($NGINX)
-nginx -p "$DIR/cache/" -e "$DIR/cache/error.log" -c "$HERE/nginx-cache.conf" & NGINX_CACHE=$!; PIDS+=($NGINX_CACHE)
-
-cat >"$DIR/node.toml" <<TOML
-node_id = 1
-data_dir = "$DIR/data"
-workers = 1
-[listen]
-proxy = "127.0.0.1:$PORT"
-admin = "$ADMIN"
-cluster = "$CLUSTER"
-TOML
-RUST_LOG=warn "$BIN" serve --config "$DIR/node.toml" 2>"$DIR/node.log" & NODE=$!; PIDS+=($NODE)
-for _ in $(seq 300); do curl -sf -o /dev/null "http://$ADMIN/readyz" && break; sleep 0.1; done
-curl -sf -o /dev/null "http://$ADMIN/readyz" || { echo "node not ready; log:" >&2; cat "$DIR/node.log" >&2; exit 1; }
-api() { # method path body
-  local r
-  r=$(curl -s -w '\n%{http_code}' -X "$1" "http://$ADMIN$2" -H 'content-type: application/json' -d "$3")
-  case "${r##*$'\n'}" in 2??) ;; *) echo "setup: $1 $2 -> ${r##*$'\n'}: ${r%$'\n'*}" >&2; exit 1 ;; esac
-}
-api PUT /services/bench '{"targets":[{"url":"http://127.0.0.1:9001"}]}'
-api PUT /routes/plain '{"service":"bench","paths":["/plain"]}'
-api PUT /routes/cached '{"service":"bench","paths":["/cached"],"cache":{"ttl_s":3600}}'
+node_config "$DIR/node.toml" data "127.0.0.1:$PORT" "$ADMIN" "$CLUSTER"
+start_node "$BIN" "$DIR/node.toml" "$ADMIN" "$DIR/node.log"
+admin "$ADMIN" PUT /services/bench '{"targets":[{"url":"http://127.0.0.1:9001"}]}'
+admin "$ADMIN" PUT /routes/plain '{"service":"bench","paths":["/plain"]}'
+admin "$ADMIN" PUT /routes/cached '{"service":"bench","paths":["/cached"],"cache":{"ttl_s":3600}}'
 for p in 8081 8087; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.05; done
 done
@@ -93,35 +58,18 @@ done
 [ -z "$(xcache "${URL[rg_plain]}")" ] || { echo "check failed: /plain carries X-Cache" >&2; exit 1; }
 echo "# checks passed: all four answer 200 with the 100-byte body; rg_hit and nginx_hit answer X-Cache: HIT" >&2
 
-ticks() { # utime+stime of a PID and its direct children (nginx workers)
-  local p sum=0 v
-  for p in "$1" $(pgrep -P "$1" | tr '\n' ' '); do
-    v=$(awk '{sub(/^.*\) /,""); printf "%.0f\n", $12+$13}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    sum=$((sum + v))
-  done
-  echo "$sum"
-}
-up_ticks() { if [ -n "$UPSTREAM" ]; then ticks "$UPSTREAM"; else echo 0; fi; }
-run_ab() { # target requests out-file; fails on failed / non-2xx / missing requests
-  local t=$1 n=$2 out=$3 done bad non2xx
-  ab -k -n "$n" -c "$C" "${URL[$t]}" >"$out" 2>&1 || { cat "$out" >&2; exit 1; }
-  done=$(awk '/^Complete requests/{print $3}' "$out"); bad=$(awk '/^Failed requests/{print $3}' "$out")
-  non2xx=$(awk '/^Non-2xx responses/{print $3}' "$out")
-  [ "$done" = "$n" ] && [ "$bad" = 0 ] && [ -z "$non2xx" ] \
-    || { echo "$t: complete ${done:-?}/$n, failed ${bad:-?}, non-2xx ${non2xx:-0}" >&2; exit 1; }
-}
+up_ticks() { if [ -n "$UPSTREAM" ]; then proc_ticks "$UPSTREAM"; else echo 0; fi; }
+run_ab() { ab_run "${URL[$1]}" "$2" "$C" "$3"; }   # target requests out-file
 
 echo "# nproc=$(nproc) rounds=$ROUNDS n=$N c=$C warm-up=$WARM/target binary=$BIN" >&2
 for t in "${TARGETS[@]}"; do run_ab "$t" "$WARM" "$DIR/warm.txt"; done
 printf "target\tround\treqs\trps\tcpu_us_per_req\tupstream_us_per_req\n" >"$DIR/raw.tsv"
 for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
-    p0=$(ticks "${PROC[$t]}"); u0=$(up_ticks)
+    p0=$(proc_ticks "${PROC[$t]}"); u0=$(up_ticks)
     run_ab "$t" "$N" "$DIR/ab.txt"
-    p1=$(ticks "${PROC[$t]}"); u1=$(up_ticks)
-    rps=$(awk '/^Requests per second/{printf "%.0f", $4}' "$DIR/ab.txt")
-    us=$(awk -v d=$((p1 - p0)) -v n="$N" -v k="$TICK" 'BEGIN{printf "%.2f", d / k * 1e6 / n}')
-    uus=$(awk -v d=$((u1 - u0)) -v n="$N" -v k="$TICK" 'BEGIN{printf "%.2f", d / k * 1e6 / n}')
+    p1=$(proc_ticks "${PROC[$t]}"); u1=$(up_ticks)
+    rps=$(ab_rps "$DIR/ab.txt"); us=$(us_per_req $((p1 - p0)) "$N"); uus=$(us_per_req $((u1 - u0)) "$N")
     printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$t" "$round" "$N" "$rps" "$us" "$uus" >>"$DIR/raw.tsv"
     printf "  round %s %-9s %6s req/s  %7s µs/req  upstream %6s µs/req\n" "$round" "$t" "$rps" "$us" "$uus" >&2
   done

@@ -10,6 +10,7 @@
 #   PORT=P      proxy port (default 8186; admin P+10, cluster P-10). An upstream already on :9001 is reused.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
+. "$HERE/lib.sh"
 BIN="$(realpath "${1:-$HERE/../target/release/raftgate}")"
 shift $(($# > 0 ? 1 : 0))
 TARGETS=("$@")
@@ -17,26 +18,13 @@ REQS="${REQS:-4000}"
 CONNS="${CONNS:-8}"
 PORT="${PORT:-8186}"
 ADMIN="127.0.0.1:$((PORT + 10))"
-command -v valgrind >/dev/null && command -v nginx >/dev/null && command -v ab >/dev/null \
-  || { apt-get update -qq && apt-get install -y -qq valgrind nginx apache2-utils >/dev/null; }
-DIR="$(mktemp -d)"; PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$DIR"; }
-trap cleanup EXIT
-mkdir -p "$DIR/up/tmp"
-if ! curl -s -o /dev/null -m 1 http://127.0.0.1:9001/; then
-  nginx -p "$DIR/up/" -e "$DIR/up/error.log" -c "$HERE/nginx-upstream.conf" & PIDS+=($!)
-fi
-cat >"$DIR/node.toml" <<TOML
-node_id = 1
-data_dir = "$DIR/data"
-workers = 1
-[listen]
-proxy = "127.0.0.1:$PORT"
-admin = "$ADMIN"
-cluster = "127.0.0.1:$((PORT - 10))"
-TOML
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" "$BIN" serve --config "$DIR/node.toml" 2>"$DIR/vg.log" & PIDS+=($!)
-VG=$!
+need_tools "valgrind valgrind" "nginx nginx" "ab apache2-utils"
+bench_init
+DIR="$BENCH_DIR"
+upstream_or_reuse
+node_config "$DIR/node.toml" data "127.0.0.1:$PORT" "$ADMIN" "127.0.0.1:$((PORT - 10))"
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" "$BIN" serve --config "$DIR/node.toml" 2>"$DIR/vg.log" &
+VG=$!; bench_track "$VG"
 for _ in $(seq 600); do curl -sf -o /dev/null "http://$ADMIN/readyz" && break; sleep 0.1; done
 if [ -n "${SETUP:-}" ]; then
   $SETUP "$ADMIN"

@@ -7,6 +7,7 @@
 # harness never sees the port before the route exists. Stops what it started, by PID.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
+. "$HERE/lib.sh"   # node_config
 BIN="${RAFTGATE_BIN:-$HERE/../target/release/raftgate}"
 PORT="${RAFTGATE_PORT:-8086}"
 ADMIN="127.0.0.1:$((PORT + 10))"
@@ -14,17 +15,8 @@ DIR="$(mktemp -d)"
 NODE=
 trap '[ -n "$NODE" ] && kill -TERM $NODE 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 trap 'exit 0' TERM INT
-config() { # proxy port
-  cat >"$DIR/node.toml" <<TOML
-node_id = 1
-data_dir = "$DIR/data"
-workers = 1
-[listen]
-proxy = "127.0.0.1:$1"
-admin = "$ADMIN"
-cluster = "127.0.0.1:$((PORT + 20))"
-TOML
-}
+BENCH_DIR="$DIR"   # node_config keeps the node's data under it
+config() { node_config "$DIR/node.toml" data "127.0.0.1:$1" "$ADMIN" "127.0.0.1:$((PORT + 20))"; }   # proxy port
 ready() { for _ in $(seq 200); do curl -sf -o /dev/null "http://$ADMIN/readyz" && return 0; sleep 0.05; done; return 1; }
 
 config $((PORT + 30))

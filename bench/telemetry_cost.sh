@@ -14,91 +14,47 @@
 # Everything it starts, it stops by PID.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
+. "$HERE/lib.sh"
 BIN="$(realpath "${1:-$HERE/../target/release/raftgate}")"
 ROUNDS="${ROUNDS:-3}"
 N="${N:-20000}"
 C="${C:-32}"
 WARM="${WARM:-2000}"
-TICK="$(getconf CLK_TCK)"
-command -v nginx >/dev/null && command -v ab >/dev/null \
-  || { apt-get update -qq && apt-get install -y -qq nginx apache2-utils >/dev/null; }
+need_tools "nginx nginx" "ab apache2-utils"
 [ -x "$BIN" ] || { echo "no raftgate binary at $BIN (cargo build --release)" >&2; exit 1; }
 
-DIR="$(mktemp -d)"; PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
+bench_init
+DIR="$BENCH_DIR"
 VARIANTS=(off metrics metrics_log)
-declare -A PORT=([off]=8586 [metrics]=8587 [metrics_log]=8588) NODE
-for v in "${VARIANTS[@]}"; do
-  for p in "${PORT[$v]}" $((PORT[$v] + 10)) $((PORT[$v] - 10)); do
-    ! ss -Hltn "sport = :$p" | grep -q . || { echo "port $p already in use; aborting" >&2; exit 1; }
-  done
-done
-if ss -Hltn "sport = :9001" | grep -q .; then
-  [ "$(curl -s -o /dev/null -w '%{http_code} %{size_download}' http://127.0.0.1:9001/)" = "200 100" ] \
-    || { echo "port 9001 in use by something other than the bench upstream; aborting" >&2; exit 1; }
-  echo "# reusing the upstream already on :9001" >&2
-else
-  mkdir -p "$DIR/up/tmp"
-  nginx -p "$DIR/up/" -e "$DIR/up/error.log" -c "$HERE/nginx-upstream.conf" & PIDS+=($!)
-fi
+declare -A PORT=([off]=8586 [metrics]=8587 [metrics_log]=8588) NODES
+for v in "${VARIANTS[@]}"; do ports_free "${PORT[$v]}" $((PORT[$v] + 10)) $((PORT[$v] - 10)); done
+upstream_or_reuse
 
 for v in "${VARIANTS[@]}"; do
-  p=${PORT[$v]}
+  p=${PORT[$v]}; adm="127.0.0.1:$((p + 10))"
   metrics=true; [ "$v" = off ] && metrics=false
   log=warn; [ "$v" = metrics_log ] && log="warn,raftgate::access=info"
-  cat >"$DIR/$v.toml" <<TOML
-node_id = 1
-data_dir = "$DIR/data-$v"
-workers = 1
-[listen]
-proxy = "127.0.0.1:$p"
-admin = "127.0.0.1:$((p + 10))"
-cluster = "127.0.0.1:$((p - 10))"
-[telemetry]
-metrics = $metrics
-TOML
-  RUST_LOG="$log" "$BIN" serve --config "$DIR/$v.toml" >"$DIR/$v.access.log" 2>"$DIR/$v.log" &
-  NODE[$v]=$!; PIDS+=($!)
-done
-for v in "${VARIANTS[@]}"; do
-  admin="127.0.0.1:$((PORT[$v] + 10))"
-  for _ in $(seq 300); do curl -sf -o /dev/null "http://$admin/readyz" && break; sleep 0.1; done
-  curl -sf -o /dev/null "http://$admin/readyz" || { echo "$v not ready:" >&2; cat "$DIR/$v.log" >&2; exit 1; }
-  curl -sf -X PUT "http://$admin/services/bench" -d '{"targets":[{"url":"http://127.0.0.1:9001"}]}' >/dev/null
-  curl -sf -X PUT "http://$admin/routes/plain" -d '{"service":"bench","paths":["/plain"]}' >/dev/null
+  node_config "$DIR/$v.toml" "data-$v" "127.0.0.1:$p" "$adm" "127.0.0.1:$((p - 10))" "[telemetry]
+metrics = $metrics"
+  RUST_LOG="$log" start_node "$BIN" "$DIR/$v.toml" "$adm" "$DIR/$v.log" >"$DIR/$v.access.log"
+  NODES[$v]=$NODE
+  admin "$adm" PUT /services/bench '{"targets":[{"url":"http://127.0.0.1:9001"}]}'
+  admin "$adm" PUT /routes/plain '{"service":"bench","paths":["/plain"]}'
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$v]}/plain")" = 200 ] \
     || { echo "$v: /plain does not answer 200" >&2; exit 1; }
 done
 
-ticks() { awk '{sub(/^.*\) /,""); printf "%.0f\n", $12+$13}' "/proc/$1/stat"; }
-run_ab() { # variant requests out-file
-  local v=$1 n=$2 out=$3
-  ab -k -n "$n" -c "$C" "http://127.0.0.1:${PORT[$v]}/plain" >"$out" 2>&1 || { cat "$out" >&2; exit 1; }
-  local done bad non2xx
-  done=$(awk '/^Complete requests/{print $3}' "$out"); bad=$(awk '/^Failed requests/{print $3}' "$out")
-  non2xx=$(awk '/^Non-2xx responses/{print $3}' "$out")
-  [ "$done" = "$n" ] && [ "$bad" = 0 ] && [ -z "$non2xx" ] \
-    || { echo "$v: complete ${done:-?}/$n, failed ${bad:-?}, non-2xx ${non2xx:-0}" >&2; exit 1; }
-}
+run_ab() { ab_run "http://127.0.0.1:${PORT[$1]}/plain" "$2" "$C" "$3"; }   # variant requests out-file
 
 echo "# nproc=$(nproc) rounds=$ROUNDS n=$N c=$C warm-up=$WARM/variant binary=$BIN" >&2
 for v in "${VARIANTS[@]}"; do run_ab "$v" "$WARM" "$DIR/warm.txt"; done
 printf "variant\tround\treqs\trps\tcpu_us_per_req\n" >"$DIR/raw.tsv"
 for round in $(seq "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do
-    t0=$(ticks "${NODE[$v]}")
+    t0=$(proc_ticks "${NODES[$v]}")
     run_ab "$v" "$N" "$DIR/ab.txt"
-    t1=$(ticks "${NODE[$v]}")
-    rps=$(awk '/^Requests per second/{printf "%.0f", $4}' "$DIR/ab.txt")
-    us=$(awk -v d=$((t1 - t0)) -v n="$N" -v k="$TICK" 'BEGIN{printf "%.2f", d / k * 1e6 / n}')
+    t1=$(proc_ticks "${NODES[$v]}")
+    rps=$(ab_rps "$DIR/ab.txt"); us=$(us_per_req $((t1 - t0)) "$N")
     printf "%s\t%s\t%s\t%s\t%s\n" "$v" "$round" "$N" "$rps" "$us" >>"$DIR/raw.tsv"
     printf "  round %s %-11s %6s req/s  %7s µs/req\n" "$round" "$v" "$rps" "$us" >&2
   done
@@ -107,8 +63,8 @@ done
 # Each variant did what it says: counted (or not), logged (or not).
 total=$((WARM + ROUNDS * N + 1))
 for v in "${VARIANTS[@]}"; do
-  admin="127.0.0.1:$((PORT[$v] + 10))"
-  counted=$(curl -sf "http://$admin/metrics" | awk -F' ' '/^raftgate_requests_total\{route="plain",status="200"\}/{print $2}')
+  adm="127.0.0.1:$((PORT[$v] + 10))"
+  counted=$(curl -sf "http://$adm/metrics" | awk -F' ' '/^raftgate_requests_total\{route="plain",status="200"\}/{print $2}')
   lines=$(wc -l <"$DIR/$v.access.log")
   want_counted=$total; [ "$v" = off ] && want_counted=""
   want_lines=0; [ "$v" = metrics_log ] && want_lines=$total
