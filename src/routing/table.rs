@@ -3,7 +3,8 @@
 //!
 //! No request scans every route. Routes are indexed by host (exact, `*.` wildcard suffix, none),
 //! and under each host by exact path and by prefix in hash maps; a request looks up its own path
-//! and each of its segment-boundary prefixes, and only regexes are scanned. The best candidate
+//! and its segment-boundary prefixes, stopping at the first that no prefix pattern starts with.
+//! A host's regexes run as one `RegexSet` pass once there are enough of them. The best candidate
 //! from every index is compared under one ordering key, so priority wins across indexes.
 
 use std::borrow::Cow;
@@ -13,13 +14,17 @@ use std::sync::Arc;
 
 use raftgate_cluster::spec::{parse_path_pattern, PathPattern, Route, Service, TargetUrl};
 use raftgate_cluster::OrdMap;
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::normalize::normalize_path;
 use crate::balancing::{HealthTable, ServiceRuntime};
 
 /// The same compile budget `Route::validate` allowed.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// From this many regexes in one host group on, a miss runs them as one `RegexSet` pass instead
+/// of one by one: below it, the few separate searches cost less than the set's two passes.
+const REGEX_SET_MIN: usize = 4;
 
 /// A route ready to serve: its spec, its service and the service's runtime (parsed targets,
 /// their health and the balancer over them).
@@ -349,16 +354,31 @@ impl Candidate<'_> {
 #[derive(Debug, Default)]
 struct PathIndex {
     exact: HashMap<Box<str>, Vec<Arc<CompiledRoute>>>,
-    prefix: HashMap<Box<str>, PrefixBucket>,
-    /// No prefix key is longer, so longer request prefixes need no lookup.
-    max_prefix_len: usize,
-    regex: Vec<RegexEntry>,
+    /// The routes with the prefix `/`.
+    root: Vec<Arc<CompiledRoute>>,
+    /// Keyed by every segment-boundary prefix of every prefix pattern, without a trailing `/`
+    /// (`/a/b/` is under `/a/b`, and `/a` is a node too): a request path whose prefix is not a
+    /// key has no longer prefix that is one, so the lookups stop there, however big the table.
+    prefix: HashMap<Box<str>, PrefixNode>,
+    regex: RegexIndex,
 }
 
-#[derive(Debug)]
-struct PrefixBucket {
-    strip_len: usize,
-    routes: Vec<Arc<CompiledRoute>>,
+/// The prefix routes ending at one node: `bare` routes have the pattern `/a/b`, `slash` routes
+/// `/a/b/` (which does not match the path `/a/b`).
+#[derive(Debug, Default)]
+struct PrefixNode {
+    bare: Vec<Arc<CompiledRoute>>,
+    slash: Vec<Arc<CompiledRoute>>,
+}
+
+/// The regexes of one host group, best-first.
+#[derive(Debug, Default)]
+struct RegexIndex {
+    entries: Vec<RegexEntry>,
+    /// Pattern `i` is `entries[i]`'s, so a pass over it names the regexes that match, in order.
+    /// `None` below `REGEX_SET_MIN`, or when the set does not compile within its budget
+    /// (each regex alone did): the entries are then tried one by one.
+    set: Option<RegexSet>,
 }
 
 #[derive(Debug)]
@@ -381,17 +401,8 @@ impl PathIndex {
                     .entry(path.clone())
                     .or_default()
                     .push(Arc::clone(route)),
-                Pattern::Prefix(prefix) => self
-                    .prefix
-                    .entry(prefix.clone())
-                    .or_insert_with(|| PrefixBucket {
-                        // `/users/` strips like `/users`, so the rest keeps its leading `/`.
-                        strip_len: prefix.trim_end_matches('/').len(),
-                        routes: Vec::new(),
-                    })
-                    .routes
-                    .push(Arc::clone(route)),
-                Pattern::Regex(regex) => self.regex.push(RegexEntry {
+                Pattern::Prefix(prefix) => self.insert_prefix(prefix, route),
+                Pattern::Regex(regex) => self.regex.entries.push(RegexEntry {
                     regex: regex.clone(),
                     route: Arc::clone(route),
                 }),
@@ -399,21 +410,38 @@ impl PathIndex {
         }
     }
 
+    /// Files a prefix route under its node, and adds the nodes of the shorter prefixes (`/a`
+    /// for `/a/b`) that a lookup walks through.
+    fn insert_prefix(&mut self, prefix: &str, route: &Arc<CompiledRoute>) {
+        let key = prefix.strip_suffix('/').unwrap_or(prefix);
+        if key.is_empty() {
+            self.root.push(Arc::clone(route));
+            return;
+        }
+        for (i, _) in key.match_indices('/').skip(1) {
+            if !self.prefix.contains_key(&key[..i]) {
+                self.prefix.insert(key[..i].into(), PrefixNode::default());
+            }
+        }
+        let node = self.prefix.entry(key.into()).or_default();
+        let routes = if key.len() < prefix.len() {
+            &mut node.slash
+        } else {
+            &mut node.bare
+        };
+        routes.push(Arc::clone(route));
+    }
+
     /// Sorts every bucket best-first, so a search can stop at the first route that passes its
     /// filters, and drops duplicates (a route listing a path or host twice).
     fn finish(&mut self) {
-        let sort = |routes: &mut Vec<Arc<CompiledRoute>>| {
-            routes.sort_by(|a, b| bucket_order(a).cmp(&bucket_order(b)));
-            routes.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        };
-        self.exact.values_mut().for_each(sort);
-        self.prefix.values_mut().for_each(|b| sort(&mut b.routes));
-        self.max_prefix_len = self.prefix.keys().map(|k| k.len()).max().unwrap_or(0);
-        self.regex
-            .sort_by(|a, b| bucket_order(&a.route).cmp(&bucket_order(&b.route)));
-        self.regex.dedup_by(|a, b| {
-            Arc::ptr_eq(&a.route, &b.route) && a.regex.as_str() == b.regex.as_str()
-        });
+        self.exact.values_mut().for_each(sort_bucket);
+        sort_bucket(&mut self.root);
+        for node in self.prefix.values_mut() {
+            sort_bucket(&mut node.bare);
+            sort_bucket(&mut node.slash);
+        }
+        self.regex.finish();
     }
 
     fn search<'t, 'h>(
@@ -427,46 +455,120 @@ impl PathIndex {
                 offer(routes, MatchKind::Exact, path.len(), 0, req, best);
             }
         }
+        offer(&self.root, MatchKind::Prefix, 1, 0, req, best);
         if !self.prefix.is_empty() {
-            let mut lookup = |key: &str| {
-                if let Some(bucket) = self.prefix.get(key) {
-                    let (len, strip) = (key.len(), bucket.strip_len);
-                    offer(&bucket.routes, MatchKind::Prefix, len, strip, req, best);
-                }
+            self.search_prefixes(req, best);
+        }
+        self.regex.search(req, best);
+    }
+
+    /// Offers the routes of every prefix pattern the path starts with, shortest first. A prefix
+    /// matches at a segment boundary: `/users` matches when the path is `/users` or goes on
+    /// with `/`; `/users/` matches when the path starts with it.
+    fn search_prefixes<'t, 'h>(
+        &'t self,
+        req: &Request<'_, impl Fn(&str) -> Option<&'h str>>,
+        best: &mut Option<Candidate<'t>>,
+    ) {
+        let path = req.path;
+        // Each segment end: the next `/` after the segment's own, or the end of the path.
+        let ends = path
+            .match_indices('/')
+            .skip(1)
+            .map(|(i, _)| i)
+            .chain(std::iter::once(path.len()));
+        for end in ends {
+            let Some(node) = self.prefix.get(&path[..end]) else {
+                return;
             };
-            // A prefix matches at a segment boundary: `/users` matches when the path is `/users`
-            // or goes on with `/`; `/users/` matches when the path starts with it.
-            for (i, _) in path.match_indices('/') {
-                if i > self.max_prefix_len {
-                    break;
-                }
-                if i > 0 {
-                    lookup(&path[..i]);
-                }
-                if i < self.max_prefix_len {
-                    lookup(&path[..=i]);
-                }
-            }
-            if !path.ends_with('/') && path.len() <= self.max_prefix_len {
-                lookup(path);
+            offer(&node.bare, MatchKind::Prefix, end, end, req, best);
+            if end < path.len() {
+                // `/users/` strips like `/users`, so the rest keeps its leading `/`.
+                offer(&node.slash, MatchKind::Prefix, end + 1, end, req, best);
             }
         }
-        for entry in &self.regex {
-            let candidate = Candidate {
-                route: &entry.route,
-                kind: MatchKind::Regex,
-                prefix_len: 0,
-                strip_len: 0,
-            };
-            // Sorted best-first: once one cannot win, none after it can.
+    }
+}
+
+/// Sorts a bucket best-first and drops duplicates (a route listing a path or host twice).
+fn sort_bucket(routes: &mut Vec<Arc<CompiledRoute>>) {
+    routes.sort_by(|a, b| bucket_order(a).cmp(&bucket_order(b)));
+    routes.dedup_by(|a, b| Arc::ptr_eq(a, b));
+}
+
+impl RegexIndex {
+    /// Sorts the entries best-first (dropping a route's repeated regex) and compiles the set.
+    fn finish(&mut self) {
+        self.entries
+            .sort_by(|a, b| bucket_order(&a.route).cmp(&bucket_order(&b.route)));
+        self.entries.dedup_by(|a, b| {
+            Arc::ptr_eq(&a.route, &b.route) && a.regex.as_str() == b.regex.as_str()
+        });
+        if self.entries.len() < REGEX_SET_MIN {
+            return;
+        }
+        let patterns = self.entries.iter().map(|e| e.regex.as_str());
+        match RegexSetBuilder::new(patterns)
+            .size_limit(REGEX_SIZE_LIMIT.saturating_mul(self.entries.len()))
+            .build()
+        {
+            Ok(set) => self.set = Some(set),
+            Err(error) => {
+                tracing::warn!(regexes = self.entries.len(), %error, "regex routes of one host are tried one by one: they do not compile as one set")
+            }
+        }
+    }
+
+    /// Offers the best regex route that matches and passes its filters. The set, when there is
+    /// one, rejects a path no regex matches in one pass, then names the ones that do, in the
+    /// entries' order, so the outcome is the one-by-one scan's.
+    fn search<'t, 'h>(
+        &'t self,
+        req: &Request<'_, impl Fn(&str) -> Option<&'h str>>,
+        best: &mut Option<Candidate<'t>>,
+    ) {
+        // Sorted best-first: when the first cannot win, none can, and no regex needs to run.
+        match self.entries.first() {
+            Some(first) if regex_candidate(&first.route).beats(best) => {}
+            _ => return,
+        }
+        let path = req.path;
+        match &self.set {
+            Some(set) if !set.is_match(path) => {}
+            Some(set) => self.offer(set.matches(path).iter(), |_| true, req, best),
+            None => self.offer(0..self.entries.len(), |e| e.regex.is_match(path), req, best),
+        }
+    }
+
+    /// Offers the first of `indices` (ascending) whose route passes its filters and whose regex
+    /// `matches`, unless a better candidate comes first.
+    fn offer<'t, 'h>(
+        &'t self,
+        indices: impl Iterator<Item = usize>,
+        matches: impl Fn(&RegexEntry) -> bool,
+        req: &Request<'_, impl Fn(&str) -> Option<&'h str>>,
+        best: &mut Option<Candidate<'t>>,
+    ) {
+        for entry in indices.map(|i| &self.entries[i]) {
+            let candidate = regex_candidate(&entry.route);
+            // Once one cannot win, none after it can.
             if !candidate.beats(best) {
-                break;
+                return;
             }
-            if entry.route.accepts(req) && entry.regex.is_match(path) {
+            if entry.route.accepts(req) && matches(entry) {
                 *best = Some(candidate);
-                break;
+                return;
             }
         }
+    }
+}
+
+fn regex_candidate(route: &Arc<CompiledRoute>) -> Candidate<'_> {
+    Candidate {
+        route,
+        kind: MatchKind::Regex,
+        prefix_len: 0,
+        strip_len: 0,
     }
 }
 

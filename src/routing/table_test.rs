@@ -304,3 +304,189 @@ fn ten_thousand_routes_find_the_right_one() {
     assert_eq!(pick(&t, "x", "GET", "/re/12"), Some("regex"));
     assert_eq!(pick(&t, "x", "GET", "/svc9999/api"), None);
 }
+
+/// Enough regexes on one host group that they run as a `RegexSet`.
+fn many_regexes() -> Vec<Route> {
+    let mut routes: Vec<Route> = (0..super::REGEX_SET_MIN)
+        .map(|i| route(&format!("filler{i}"), &[&format!("~^/filler{i}/[a-z]+$")]))
+        .collect();
+    routes.extend([
+        route("b-any", &["~^/items/"]),
+        route("a-digits", &["~^/items/[0-9]+$"]),
+        priority(route("z-high", &["~/items/7$"]), 2),
+        methods(priority(route("post-only", &["~^/items/"]), 5), &["POST"]),
+    ]);
+    routes
+}
+
+#[test]
+fn overlapping_regexes_in_a_set_keep_priority_then_name() {
+    let t = table(many_regexes());
+    assert_eq!(pick(&t, "h", "GET", "/items/7"), Some("z-high"));
+    assert_eq!(pick(&t, "h", "GET", "/items/8"), Some("a-digits"));
+    assert_eq!(pick(&t, "h", "GET", "/items/x"), Some("b-any"));
+    // The best match is filtered out by its method: the next match in order wins.
+    assert_eq!(pick(&t, "h", "POST", "/items/8"), Some("post-only"));
+    assert_eq!(pick(&t, "h", "GET", "/filler2/abc"), Some("filler2"));
+    assert_eq!(pick(&t, "h", "GET", "/filler2/ab7"), None);
+    assert_eq!(pick(&t, "h", "GET", "/nothing"), None);
+}
+
+#[test]
+fn regexes_and_prefixes_on_one_host_compete_by_key() {
+    let on = |r: Route| hosts(r, &["api.example.com"]);
+    let mut routes: Vec<Route> = many_regexes().into_iter().map(on).collect();
+    routes.push(on(route("items-prefix", &["/items"])));
+    routes.push(on(priority(route("deep-prefix", &["/items/9/"]), 1)));
+    let t = table(routes);
+    let api = |path| pick(&t, "api.example.com", "GET", path);
+    // Equal priority: a prefix beats a regex.
+    assert_eq!(api("/items/8"), Some("items-prefix"));
+    // Higher priority: the regex beats the prefix, and the prefix the lower regexes.
+    assert_eq!(api("/items/7"), Some("z-high"));
+    assert_eq!(api("/items/9/x"), Some("deep-prefix"));
+    assert_eq!(api("/items/9"), Some("items-prefix"));
+    assert_eq!(api("/filler1/abc"), Some("filler1"));
+    assert_eq!(pick(&t, "other.example.com", "GET", "/items/7"), None);
+}
+
+#[test]
+fn wildcard_host_regexes_in_a_set_compete_with_other_hosts() {
+    let wild = |r: Route| hosts(r, &["*.example.com"]);
+    let mut routes: Vec<Route> = many_regexes().into_iter().map(wild).collect();
+    routes.push(hosts(
+        route("exact-host", &["~^/items/[0-9]+$"]),
+        &["a.example.com"],
+    ));
+    routes.push(priority(route("anywhere", &["~^/filler0/"]), 1));
+    let t = table(routes);
+    assert_eq!(
+        pick(&t, "x.y.example.com", "GET", "/items/8"),
+        Some("a-digits")
+    );
+    // Same priority and kind: the name decides across host groups.
+    assert_eq!(
+        pick(&t, "a.example.com", "GET", "/items/8"),
+        Some("a-digits")
+    );
+    assert_eq!(pick(&t, "a.example.com", "GET", "/items/7"), Some("z-high"));
+    assert_eq!(
+        pick(&t, "a.example.com", "GET", "/filler0/x"),
+        Some("anywhere")
+    );
+    assert_eq!(pick(&t, "example.com", "GET", "/items/8"), None);
+    assert_eq!(
+        pick(&t, "example.com", "GET", "/filler0/x"),
+        Some("anywhere")
+    );
+}
+
+#[test]
+fn prefix_lookups_stop_where_no_pattern_goes_on() {
+    let t = table(vec![
+        route("deep", &["/a/b/c"]),
+        route("deep-slash", &["/a/b/c/"]),
+        route("a", &["/a"]),
+        hosts(route("root", &["/"]), &["h"]),
+    ]);
+    // `/a/b` is only a node on the way to `/a/b/c`: it matches nothing of its own.
+    assert_eq!(pick(&t, "x", "GET", "/a/b"), Some("a"));
+    assert_eq!(pick(&t, "x", "GET", "/a/b/c"), Some("deep"));
+    assert_eq!(pick(&t, "x", "GET", "/a/b/c/"), Some("deep-slash"));
+    assert_eq!(pick(&t, "x", "GET", "/a/b/c/d/e"), Some("deep-slash"));
+    assert_eq!(pick(&t, "x", "GET", "/a/b/cd"), Some("a"));
+    assert_eq!(pick(&t, "x", "GET", "/b/a/b/c"), None);
+    assert_eq!(pick(&t, "h", "GET", "/b/a/b/c"), Some("root"));
+    let m = t.find("x", "GET", "/a/b/c/d", no_headers).unwrap();
+    assert_eq!((m.kind(), m.strip_len()), (MatchKind::Prefix, 6));
+}
+
+/// The matching order of API.md §3.2 computed the slow way, route by route, to check the
+/// table against: the best (priority, kind, prefix length, name) over every route whose host,
+/// method and one path pattern match.
+fn reference_pick<'r>(
+    routes: &'r [Route],
+    host: &str,
+    method: &str,
+    path: &str,
+) -> Option<&'r str> {
+    let host_ok = |r: &Route| {
+        r.hosts.is_empty()
+            || r.hosts.iter().any(|h| match h.strip_prefix("*.") {
+                Some(suffix) => host.strip_suffix(suffix).is_some_and(|s| s.ends_with('.')),
+                None => h == host,
+            })
+    };
+    let pattern_key = |p: &str| match raftgate_cluster::spec::parse_path_pattern(p) {
+        raftgate_cluster::spec::PathPattern::Exact(e) => {
+            (e == path).then_some((MatchKind::Exact, 0))
+        }
+        raftgate_cluster::spec::PathPattern::Prefix(pre) => {
+            let at_boundary = pre.ends_with('/')
+                || path.len() == pre.len()
+                || path.as_bytes().get(pre.len()) == Some(&b'/');
+            (path.starts_with(pre) && at_boundary).then_some((MatchKind::Prefix, pre.len()))
+        }
+        raftgate_cluster::spec::PathPattern::Regex(re) => regex::Regex::new(re)
+            .unwrap()
+            .is_match(path)
+            .then_some((MatchKind::Regex, 0)),
+    };
+    routes
+        .iter()
+        .filter(|r| host_ok(r) && (r.methods.is_empty() || r.methods.iter().any(|m| m == method)))
+        .flat_map(|r| {
+            r.paths
+                .iter()
+                .filter_map(move |p| pattern_key(p).map(|k| (r, k)))
+        })
+        .min_by_key(|(r, (kind, len))| {
+            (
+                std::cmp::Reverse(r.priority),
+                *kind,
+                std::cmp::Reverse(*len),
+                r.name.clone(),
+            )
+        })
+        .map(|(r, _)| r.name.as_str())
+}
+
+#[test]
+fn the_table_agrees_with_the_slow_reference_on_a_crowded_mix() {
+    let paths = [
+        "/a", "/a/", "/a/b", "/a/1", "/a/1/", "/a/22/c", "/b/1", "/b/x/y", "/c",
+    ];
+    let host_sets: [&[&str]; 4] = [&[], &["h.example.com"], &["*.example.com"], &["x.org"]];
+    let mut routes = Vec::new();
+    for i in 0..60usize {
+        let path = match i % 6 {
+            0 => format!("/{}", &paths[i / 6 % paths.len()][1..]),
+            1 => format!("={}", paths[(i * 7) % paths.len()]),
+            2 => "~^/a/[0-9]+".to_string(),
+            3 => format!("~^/{}/", ["a", "b", "c"][i % 3]),
+            4 => "~[0-9]/?$".to_string(),
+            _ => format!("/{}/", ["a", "b"][i % 2]),
+        };
+        let mut r = priority(
+            route(&format!("r{:02}", (i * 37) % 60), &[&path]),
+            (i % 3) as i32,
+        );
+        r.hosts = host_sets[i % 4].iter().map(|h| h.to_string()).collect();
+        if i % 5 == 0 {
+            r.methods = vec!["POST".into()];
+        }
+        routes.push(r);
+    }
+    let t = table(routes.clone());
+    for host in ["h.example.com", "a.example.com", "x.org", "example.com"] {
+        for method in ["GET", "POST"] {
+            for path in paths.iter().chain(&["/", "/a/1/2", "/zz/9"]) {
+                assert_eq!(
+                    pick(&t, host, method, path),
+                    reference_pick(&routes, host, method, path),
+                    "{method} {host}{path}"
+                );
+            }
+        }
+    }
+}
