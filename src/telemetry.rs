@@ -352,6 +352,11 @@ impl GaugeWriter {
         let _ = write!(self.out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
     }
 
+    /// Starts a counter family kept outside the recorder (in the node's state); samples follow.
+    pub fn counter_family(&mut self, name: &str, help: &str) {
+        let _ = write!(self.out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+    }
+
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.out.push_str(name);
         if !labels.is_empty() {

@@ -40,5 +40,5 @@ pub mod node;
 pub mod rpc;
 pub mod state_machine;
 
-pub use node::{ClusterNode, ClusterStatus, NodeConfig};
+pub use node::{election_timeout_max_ms, ClusterNode, ClusterStatus, NodeConfig};
 pub use rpc::{WriteError, WriteOk};

@@ -90,9 +90,13 @@ impl LogStore {
             tx.open_table(META).map_err(write_err)?;
             tx.commit().map_err(write_err)?;
         }
+        demote_vote(&db)?;
+        // Both are written as `Option<LogId>` (see `write_batch`): read them back as such.
+        // Read as a bare `LogId`, the `Some` tag was taken for the term: a garbage purge point
+        // that made a node whose log was ever purged fail to start ("try to get log at index").
         let mut mirror = Mirror {
-            last_purged: read_meta(&db, PURGED)?,
-            committed: read_meta(&db, COMMITTED)?,
+            last_purged: read_meta::<Option<LogId>>(&db, PURGED)?.flatten(),
+            committed: read_meta::<Option<LogId>>(&db, COMMITTED)?.flatten(),
             ..Mirror::default()
         };
         mirror.last_log_id = {
@@ -170,6 +174,29 @@ fn read_meta<T: serde::de::DeserializeOwned>(
     let table = tx.open_table(META).map_err(read_err)?;
     let value = table.get(key).map_err(read_err)?;
     value.map(|v| decode(v.value())).transpose()
+}
+
+/// Saves the vote of the last run as not committed. openraft 0.9 restarts a node whose saved
+/// vote is its own committed one as the leader of the same term at once (`Engine::startup`).
+/// But a leader replicates entries before its own fsync of them, so a crash can cost it a log
+/// tail its followers hold; leading the same term again, it would write new entries under the
+/// same log ids: two different entries with one id, and followers that never converge. With
+/// an uncommitted vote the node has to win an election first, in a new term. (A follower's
+/// vote loses nothing: its leader's committed vote still supersedes it.)
+fn demote_vote(db: &Database) -> Result<(), StorageError> {
+    let Some(mut vote) = read_meta::<Vote<NodeId>>(db, VOTE)? else {
+        return Ok(());
+    };
+    if !vote.committed {
+        return Ok(());
+    }
+    vote.committed = false;
+    let tx = db.begin_write().map_err(write_err)?;
+    tx.open_table(META)
+        .map_err(write_err)?
+        .insert(VOTE, encode(&vote).as_slice())
+        .map_err(write_err)?;
+    tx.commit().map_err(write_err)
 }
 
 /// Applies every queued op in one transaction, fsyncs once, then answers them all.

@@ -21,6 +21,7 @@ use crate::types::{Command, NodeId, Raft};
 
 mod handover;
 mod members;
+mod outbid;
 
 pub use members::MEMBERSHIP_TIMEOUT;
 
@@ -66,6 +67,10 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// The gateway's request counts, for `RpcRequest::Usage` (see `usage.rs`).
     usage: std::sync::OnceLock<crate::usage::UsageSource>,
+    /// Snapshots installed from a leader since start (the state machine counts them).
+    snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
+    /// When a leader was last heard from (see `outbid.rs`).
+    contact: outbid::LeaderContact,
 }
 
 /// `GET /cluster`.
@@ -87,13 +92,24 @@ pub struct MemberStatus {
     pub reachable: bool,
 }
 
+/// The exclusive upper bound of the randomised election timeout: twice its lower bound.
+///
+/// It is also openraft 0.9's leader lease: a follower that saw a leader refuses votes until
+/// this long after the last heartbeat, and campaigns only after the lease plus its own election
+/// timeout (drawn once per process from [min, max)). So losing a leader costs `max + [min, max)`
+/// before a new one is elected, and `max` more when the first candidate holds the shorter log
+/// and loses; with the default 250 ms that is 0.75–1.5 s.
+pub fn election_timeout_max_ms(election_timeout_ms: u64) -> u64 {
+    election_timeout_ms * 2
+}
+
 impl ClusterNode {
     pub async fn start(cfg: NodeConfig, listener: TcpListener) -> Result<ClusterNode, StartError> {
         let raft_config = openraft::Config {
             cluster_name: "raftgate".into(),
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_timeout_ms,
-            election_timeout_max: cfg.election_timeout_ms * 2,
+            election_timeout_max: election_timeout_max_ms(cfg.election_timeout_ms),
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             max_in_snapshot_log_to_keep: cfg.logs_to_keep,
@@ -108,6 +124,7 @@ impl ClusterNode {
         );
         let (log, sm, state) = open_stores(&cfg.data_dir).await?;
         let replay_to = log.saved_committed().map(|l| l.index);
+        let snapshots_installed = sm.installed_snapshots();
         let network = Network::new(cfg.node_id, cfg.secret.clone());
         let raft = Raft::new(cfg.node_id, raft_config, network.clone(), log, sm)
             .await
@@ -121,6 +138,8 @@ impl ClusterNode {
                 state,
                 shutdown,
                 usage: std::sync::OnceLock::new(),
+                snapshots_installed,
+                contact: outbid::LeaderContact::default(),
             }),
         };
         tokio::spawn(rpc::serve(
@@ -168,6 +187,14 @@ impl ClusterNode {
 
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// How many snapshots a leader sent this node and it installed since it started (a node
+    /// too far behind for the leader's log catches up this way).
+    pub fn snapshots_installed(&self) -> u64 {
+        self.inner
+            .snapshots_installed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last applied state, as published by the state machine.
@@ -260,6 +287,27 @@ impl ClusterNode {
         }
     }
 
+    /// Why this node's Raft no longer runs: its storage failed (a full disk, an IO error), or it
+    /// is shutting down. The storage case says what to do, since the node keeps serving
+    /// traffic but takes no part in the cluster until it is restarted.
+    fn stopped(&self) -> WriteError {
+        WriteError::Unavailable(stopped_reason(
+            &self.inner.raft.metrics().borrow().running_state,
+        ))
+    }
+
+    /// Why this node's Raft stopped on an error (a storage failure such as a full disk), if it
+    /// did: the node then keeps proxying from a state that no longer follows the cluster, so
+    /// `/readyz` reports it until the node is restarted.
+    pub fn failure(&self) -> Option<String> {
+        let m = self.inner.raft.metrics();
+        let running = &m.borrow().running_state;
+        match running {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(_) => Some(stopped_reason(running)),
+        }
+    }
+
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), WriteError> {
         let mut rx = self.inner.state.clone();
         let waited = tokio::time::timeout_at(deadline.into(), rx.wait_for(|s| s.applied >= index))
@@ -267,7 +315,7 @@ impl ClusterNode {
             .map(|r| r.map(|_| ()));
         match waited {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(WriteError::Unavailable("this node is shutting down".into())),
+            Ok(Err(_)) => Err(self.stopped()),
             Err(_) => Err(WriteError::Unavailable(format!(
                 "this node has not applied log index {index} yet; it is catching up with the leader"
             ))),
@@ -321,7 +369,7 @@ impl ClusterNode {
             .map(|r| r.map(|_| ()));
         match waited {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(WriteError::Unavailable("this node is shutting down".into())),
+            Ok(Err(_)) => return Err(self.stopped()),
             Err(_) => return Err(no_leader()),
         }
         if self.leader() != Some(self.id()) {
@@ -447,16 +495,33 @@ impl ClusterNode {
     /// Graceful: when this node leads, hands leadership to a caught-up voter first (see
     /// `node/handover.rs`), then [`ClusterNode::shutdown`].
     pub async fn shutdown_gracefully(&self) {
+        self.inner.contact.leaving();
         self.hand_over().await;
         self.shutdown().await;
     }
 
     /// Stops serving peers and stops Raft; the store is closed once its tasks have ended.
     pub async fn shutdown(&self) {
+        self.inner.contact.leaving();
         let _ = self.inner.shutdown.send(true);
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shut down with an error");
         }
+    }
+}
+
+/// What a stopped Raft's running state says, for the admin API's 503.
+fn stopped_reason(running: &Result<(), openraft::error::Fatal<NodeId>>) -> String {
+    match running {
+        Err(openraft::error::Fatal::StorageError(e)) => format!(
+            "this node's storage failed ({e}), so it stopped taking part in the cluster; free \
+             disk space or fix its data_dir, then restart it (it recovers from what it had \
+             persisted)"
+        ),
+        Err(openraft::error::Fatal::Panicked) => {
+            "this node's Raft task panicked; restart it (see its log)".into()
+        }
+        _ => "this node is shutting down".into(),
     }
 }
 
@@ -500,8 +565,20 @@ impl rpc::Handler for ClusterNode {
         }
         let raft = self.raft();
         match req {
-            RpcRequest::Append(r) => RpcResponse::Append(raft.append_entries(r).await),
-            RpcRequest::Vote(r) => RpcResponse::Vote(raft.vote(r).await),
+            RpcRequest::Append(r) => {
+                let resp = raft.append_entries(r).await;
+                if let Ok(ok) = &resp {
+                    self.inner.contact.appended(ok);
+                }
+                RpcResponse::Append(resp)
+            }
+            RpcRequest::Vote(r) => {
+                let resp = raft.vote(r.clone()).await;
+                if matches!(&resp, Ok(v) if outbid::refused_for_log(&r, v)) {
+                    self.outbid(&r);
+                }
+                RpcResponse::Vote(resp)
+            }
             RpcRequest::InstallSnapshot(r) => {
                 RpcResponse::InstallSnapshot(raft.install_snapshot(r).await)
             }
@@ -533,5 +610,26 @@ impl rpc::Handler for ClusterNode {
                 RpcResponse::TakingOver
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::error::Fatal;
+    use openraft::{ErrorSubject, ErrorVerb, StorageError};
+
+    use super::stopped_reason;
+
+    #[test]
+    fn a_storage_failure_says_what_failed_and_what_to_do() {
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let e = StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, enospc);
+        let why = stopped_reason(&Err(Fatal::StorageError(e)));
+        assert!(why.contains("No space left on device"), "{why}");
+        assert!(why.contains("free disk space"), "{why}");
+        assert_eq!(
+            stopped_reason(&Err(Fatal::Stopped)),
+            "this node is shutting down"
+        );
     }
 }

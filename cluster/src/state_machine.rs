@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -24,6 +25,9 @@ pub struct StateMachine {
     state: Arc<ClusterState>,
     publish: watch::Sender<Arc<ClusterState>>,
     dir: PathBuf,
+    /// Snapshots received from a leader and installed since this process started: the only
+    /// evidence that a lagging node caught up through a snapshot, not the log.
+    installed: Arc<AtomicU64>,
 }
 
 /// The snapshot file: openraft's metadata and the postcard-encoded state it describes.
@@ -54,6 +58,7 @@ impl StateMachine {
             state: Arc::new(ClusterState::default()),
             publish: watch::channel(Arc::new(ClusterState::default())).0,
             dir: dir.to_path_buf(),
+            installed: Arc::default(),
         };
         if let Some(file) = sm.read_snapshot_file()? {
             sm.restore(&file.meta, &file.data)?;
@@ -61,6 +66,12 @@ impl StateMachine {
         let rx = sm.publish.subscribe();
         sm.publish.send_replace(sm.state.clone());
         Ok((sm, rx))
+    }
+
+    /// The count of snapshots installed from a leader (shared: it stays readable once openraft
+    /// owns the state machine).
+    pub fn installed_snapshots(&self) -> Arc<AtomicU64> {
+        self.installed.clone()
     }
 
     fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
@@ -197,6 +208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| sm_err(ErrorVerb::Write, e))?
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.installed.fetch_add(1, Ordering::Relaxed);
         self.publish.send_replace(self.state.clone());
         Ok(())
     }

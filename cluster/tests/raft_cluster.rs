@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use raftgate_cluster::spec::{Balancer, Service, Target, Timeouts};
+use raftgate_cluster::spec::Service;
 use raftgate_cluster::{ClusterNode, Command, NodeConfig, Precondition, WriteError};
 use tokio::net::TcpListener;
 

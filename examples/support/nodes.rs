@@ -7,9 +7,33 @@ use std::process::{Child, Command, Stdio};
 pub const TOKEN: &str = "bench-token";
 
 pub struct Node {
+    #[allow(dead_code)] // not every example sends proxied requests
     pub proxy: String,
     pub admin: String,
     pub child: Child,
+    /// What `restart` runs again: the binary, the node's config file and its `RUST_LOG`.
+    bin: PathBuf,
+    config: PathBuf,
+    rust_log: String,
+}
+
+impl Node {
+    /// Starts the node again on its config and data dir after it exited (or was killed).
+    #[allow(dead_code)] // not every example restarts nodes
+    pub fn restart(&mut self, stderr: Stdio) {
+        self.child = spawn(&self.bin, &self.config, &self.rust_log, stderr);
+    }
+}
+
+fn spawn(bin: &Path, config: &Path, rust_log: &str, stderr: Stdio) -> Child {
+    Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start raftgate")
 }
 
 fn free_port() -> u16 {
@@ -65,18 +89,13 @@ pub fn start_cluster(
                 ),
             )
             .unwrap();
-            let child = Command::new(&bin)
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env("RUST_LOG", rust_log)
-                .stdout(Stdio::null())
-                .stderr(stderr(i))
-                .spawn()
-                .expect("start raftgate");
             Node {
                 proxy: format!("http://127.0.0.1:{}", p[0]),
                 admin: format!("http://127.0.0.1:{}", p[1]),
-                child,
+                child: spawn(&bin, &config, rust_log, stderr(i)),
+                bin: bin.clone(),
+                config,
+                rust_log: rust_log.to_string(),
             }
         })
         .collect()

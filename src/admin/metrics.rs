@@ -51,6 +51,12 @@ fn gauges(state: &AdminState, w: &mut GaugeWriter) {
         w.family(name, help);
         w.sample(name, &[], value as f64);
     }
+    const INSTALLED: &str = "raftgate_raft_snapshots_installed_total";
+    w.counter_family(
+        INSTALLED,
+        "Snapshots a leader sent this node and it installed, since the node started.",
+    );
+    w.sample(INSTALLED, &[], state.node.snapshots_installed() as f64);
 
     const HEALTHY: &str = "raftgate_upstream_healthy";
     w.family(

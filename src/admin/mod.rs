@@ -106,6 +106,11 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     if !state.accepting.load(Ordering::Acquire) {
         return HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "draining"}));
     }
+    // A node whose storage failed serves a table that no longer follows the cluster.
+    if let Some(error) = state.node.failure() {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "failed", "error": error}));
+    }
     // Ready once the router serves a table built from applied state (the initial membership
     // entry at the least).
     if state.router.published() == 0 || !state.caught_up.load(Ordering::Acquire) {

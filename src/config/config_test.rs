@@ -133,7 +133,7 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(c.admin_token, None);
     assert_eq!(c.raft, RaftTiming::default());
     assert_eq!(c.raft.heartbeat_ms, 100);
-    assert_eq!(c.raft.election_timeout_ms, 1000);
+    assert_eq!(c.raft.election_timeout_ms, 250);
     assert_eq!(c.raft.snapshot_every, 5000);
     assert_eq!(c.raft.logs_to_keep, 1000);
     assert_eq!(c.limits, Limits::default());

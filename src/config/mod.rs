@@ -194,9 +194,9 @@ impl Default for RaftTiming {
 }
 
 impl RaftTiming {
-    /// Exclusive upper bound of the election timeout: twice the lower bound.
+    /// Exclusive upper bound of the election timeout (and the leader lease).
     pub fn election_timeout_max_ms(&self) -> u64 {
-        self.election_timeout_ms * 2
+        raftgate_cluster::election_timeout_max_ms(self.election_timeout_ms)
     }
 }
 

@@ -119,5 +119,9 @@ async fn a_follower_down_during_many_writes_catches_up_through_a_snapshot() {
     );
     let snap = node.raft().metrics().borrow().snapshot;
     assert!(snap.is_some(), "the follower installed a snapshot");
+    assert!(
+        node.snapshots_installed() >= 1,
+        "the follower caught up through a snapshot sent by the leader"
+    );
     c.shutdown().await;
 }

@@ -193,6 +193,10 @@ async fn metrics_need_the_token_and_count_what_was_proxied() {
         "{m}"
     );
     assert!(m.contains("# TYPE raftgate_raft_term gauge"), "{m}");
+    assert!(
+        m.contains("# TYPE raftgate_raft_snapshots_installed_total counter"),
+        "{m}"
+    );
 
     let m1 = scrape(&c, 1).await;
     let plain = r#"raftgate_requests_total{route="plain",status="200"}"#;
@@ -210,6 +214,8 @@ async fn metrics_need_the_token_and_count_what_was_proxied() {
         assert!(must(&m, "raftgate_raft_term") >= 1.0);
         let revision = must(&m, "raftgate_config_revision");
         assert!(revision >= 1.0 && must(&m, "raftgate_raft_applied_index") >= revision);
+        // No node fell behind the leader's log: none needed a snapshot.
+        assert_eq!(must(&m, "raftgate_raft_snapshots_installed_total"), 0.0);
     }
 
     // Quota spend is reported to the cluster about once a second: remaining converges.

@@ -2,7 +2,7 @@
 //!
 //! openraft 0.9 has no leadership transfer (`trigger().transfer_leader()` came in 0.10). Left
 //! alone, the followers of a leader that stops elect a new one only after the leader lease
-//! plus an election timeout (`election_timeout_max` + [min, max): 3–4 s with the defaults),
+//! plus an election timeout (`election_timeout_max` + [min, max): 0.75–1 s with the defaults),
 //! because every voter refuses votes while the lease of the last heartbeat it saw runs.
 //!
 //! So the leader picks its most caught-up voter, waits (briefly) until that voter has its
