@@ -138,3 +138,39 @@ pub async fn config_hash(c: &awc::Client, admin: &str) -> Option<String> {
     let digest = Sha256::digest(serde_json::to_vec(&v).ok()?);
     Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// The membership `GET /cluster` on one node reports: (voters, learners).
+pub async fn members(c: &awc::Client, admin: &str) -> Option<(BTreeSet<u64>, BTreeSet<u64>)> {
+    let v = admin_get(c, format!("{admin}/cluster")).await?;
+    let (mut voters, mut learners) = (BTreeSet::new(), BTreeSet::new());
+    for m in v["members"].as_array()? {
+        let id = m["id"].as_u64()?;
+        if m["voter"].as_bool()? {
+            voters.insert(id);
+        } else {
+            learners.insert(id);
+        }
+    }
+    Some((voters, learners))
+}
+
+/// One unlabelled series of `GET /metrics` on one node (e.g. `raftgate_raft_applied_index`).
+pub async fn metric(c: &awc::Client, admin: &str, series: &str) -> Option<f64> {
+    let mut r = c
+        .get(format!("{admin}/metrics"))
+        .insert_header(bearer())
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    let body = r.body().limit(16 << 20).await.ok()?;
+    std::str::from_utf8(&body).ok()?.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

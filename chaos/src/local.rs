@@ -21,22 +21,44 @@ pub struct NodeOptions {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_every: u64,
+    /// `[cluster] logs_to_keep`: entries kept behind a snapshot. Low, so that a node down for
+    /// a few hundred writes is past the leader's log and must install a snapshot.
+    pub logs_to_keep: u64,
 }
 
 pub struct LocalNode {
     pub id: u64,
     pub proxy: String,
     pub admin: String,
+    /// Its relay: the cluster address the other nodes (and the membership) know it by.
+    pub relay: String,
+    pub data: PathBuf,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Removed from the cluster and stopped for good: no longer one of [`LocalCluster::ids`].
+    retired: bool,
 }
 
 pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
     pub faults: Arc<Faults>,
     bin: PathBuf,
+    dir: PathBuf,
+    /// Where the relays run.
+    rt: tokio::runtime::Handle,
+    /// tmpfs mounts over data dirs (`limit_disk`), unmounted when the cluster is dropped.
+    mounts: Vec<PathBuf>,
+}
+
+/// What every node's config shares.
+struct Layout<'a> {
+    dir: &'a Path,
+    members: &'a str,
+    opts: &'a NodeOptions,
+    faults: &'a Arc<Faults>,
+    rt: &'a tokio::runtime::Handle,
 }
 
 fn free_listener() -> std::net::TcpListener {
@@ -102,47 +124,25 @@ impl LocalCluster {
             .enumerate()
             .map(|(i, l)| format!("\"{}@{}\"", i + 1, l.local_addr().expect("relay addr")))
             .collect();
-        let mut nodes = Vec::new();
-        for (i, relay_listener) in relays.into_iter().enumerate() {
-            let id = i as u64 + 1;
-            let (proxy, admin, cluster) = (free_port(), free_port(), free_port());
-            let config = dir.join(format!("node{id}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "node_id = {id}\ndata_dir = \"{data}\"\nworkers = 1\n\
-                     [listen]\nproxy = \"127.0.0.1:{proxy}\"\nadmin = \"127.0.0.1:{admin}\"\ncluster = \"127.0.0.1:{cluster}\"\n\
-                     [cluster]\nmembers = [{members}]\nsecret = \"chaos\"\n\
-                     heartbeat_ms = {hb}\nelection_timeout_ms = {et}\nsnapshot_every = {snap}\n\
-                     [admin]\ntoken = \"{TOKEN}\"\n",
-                    data = dir.join(format!("data{id}")).display(),
-                    members = members.join(", "),
-                    hb = opts.heartbeat_ms,
-                    et = opts.election_timeout_ms,
-                    snap = opts.snapshot_every,
-                ),
-            )?;
-            relay::spawn(
-                rt,
-                relay_listener,
-                id,
-                format!("127.0.0.1:{cluster}").parse()?,
-                faults.clone(),
-            );
-            nodes.push(LocalNode {
-                id,
-                proxy: format!("http://127.0.0.1:{proxy}"),
-                admin: format!("http://127.0.0.1:{admin}"),
-                config,
-                log: dir.join(format!("node{id}.log")),
-                child: None,
-                paused: false,
-            });
-        }
+        let layout = Layout {
+            dir,
+            members: &members.join(", "),
+            opts,
+            faults: &faults,
+            rt,
+        };
+        let nodes = relays
+            .into_iter()
+            .enumerate()
+            .map(|(i, relay)| new_node(&layout, i as u64 + 1, relay, false))
+            .collect::<anyhow::Result<_>>()?;
         let mut c = LocalCluster {
             nodes,
             faults,
             bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            rt: rt.clone(),
+            mounts: Vec::new(),
         };
         for id in 1..=n as u64 {
             c.restart(id)?;
@@ -150,8 +150,75 @@ impl LocalCluster {
         Ok(c)
     }
 
+    /// The nodes that belong to the cluster (retired ones left out).
     pub fn ids(&self) -> Vec<u64> {
-        self.nodes.iter().map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| !n.retired)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Starts one more node, with `join = true` and its own relay: it starts empty and waits
+    /// until `POST /cluster/members` adds it (at [`LocalNode::relay`]). Returns its id.
+    pub fn add_node(&mut self, opts: &NodeOptions) -> anyhow::Result<u64> {
+        let id = self.nodes.len() as u64 + 1;
+        let relay = free_listener();
+        let me = format!("\"{id}@{}\"", relay.local_addr()?);
+        let layout = Layout {
+            dir: &self.dir,
+            members: &me,
+            opts,
+            faults: &self.faults,
+            rt: &self.rt,
+        };
+        let node = new_node(&layout, id, relay, true)?;
+        self.nodes.push(node);
+        self.restart(id)?;
+        Ok(id)
+    }
+
+    /// SIGKILLs a node that was removed from the cluster and leaves it out from now on.
+    pub fn retire(&mut self, id: u64) {
+        self.kill(id);
+        self.node_mut(id).retired = true;
+    }
+
+    /// Puts node `id`'s data dir on a tmpfs of `mb` MiB (its contents copied over), so that it
+    /// can run out of space. The node must be stopped. Unmounted when the cluster is dropped.
+    pub fn limit_disk(&mut self, id: u64, mb: u64) -> anyhow::Result<PathBuf> {
+        anyhow::ensure!(self.node(id).child.is_none(), "node {id} must be stopped");
+        let data = self.node(id).data.clone();
+        let saved = data.with_extension("before-tmpfs");
+        std::fs::rename(&data, &saved).context("move the data dir aside")?;
+        std::fs::create_dir(&data)?;
+        let size = format!("size={mb}m");
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", size.as_str(), "tmpfs"],
+            &data,
+        )
+        .context("mount a tmpfs (needs root)")?;
+        self.mounts.push(data.clone());
+        let from = format!("{}/.", saved.display());
+        run("cp", &["-a", from.as_str()], &data).context("copy the data dir onto the tmpfs")?;
+        Ok(data)
+    }
+
+    /// The node whose data dir is on a tmpfs, if any.
+    pub fn limited(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .find(|n| self.mounts.contains(&n.data))
+            .map(|n| n.id)
+    }
+
+    /// How the node's process ended, if it exited by itself (it is then no longer running).
+    pub fn exited(&mut self, id: u64) -> Option<String> {
+        let node = self.node_mut(id);
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        Some(status.to_string())
     }
 
     pub fn node(&self, id: u64) -> &LocalNode {
@@ -215,7 +282,13 @@ impl LocalCluster {
         self.node_mut(id).paused = false;
     }
 
-    #[allow(dead_code)] // for the rolling-restart scenario (#9), not built yet
+    /// SIGTERM without waiting: the caller polls [`LocalCluster::exited`] meanwhile, so that
+    /// its clients keep sending to the draining node (the rolling restart).
+    pub fn terminate(&mut self, id: u64) {
+        self.signal(id, "-TERM");
+    }
+
+    #[allow(dead_code)] // the blocking form, for environments without `terminate`
     /// SIGTERM, then waits for the graceful stop (drain, lease return, leadership hand-over);
     /// SIGKILL after `timeout`.
     pub fn stop(&mut self, id: u64, timeout: Duration) {
@@ -252,13 +325,82 @@ impl LocalCluster {
     }
 }
 
+/// Runs `cmd args.. path` and fails with its stderr.
+fn run(cmd: &str, args: &[&str], path: &Path) -> anyhow::Result<()> {
+    let out = Command::new(cmd).args(args).arg(path).output()?;
+    if !out.status.success() {
+        bail!(
+            "{cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Writes node `id`'s config, starts its relay (on `relay`); the process is not started yet.
+fn new_node(
+    l: &Layout,
+    id: u64,
+    relay: std::net::TcpListener,
+    join: bool,
+) -> anyhow::Result<LocalNode> {
+    let (proxy, admin, cluster) = (free_port(), free_port(), free_port());
+    let config = l.dir.join(format!("node{id}.toml"));
+    let data = l.dir.join(format!("data{id}"));
+    let relay_addr = relay.local_addr()?.to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = {id}\ndata_dir = \"{data}\"\nworkers = 1\n\
+             [listen]\nproxy = \"127.0.0.1:{proxy}\"\nadmin = \"127.0.0.1:{admin}\"\ncluster = \"127.0.0.1:{cluster}\"\n\
+             [cluster]\nmembers = [{members}]\nsecret = \"chaos\"\njoin = {join}\n\
+             heartbeat_ms = {hb}\nelection_timeout_ms = {et}\nsnapshot_every = {snap}\n\
+             logs_to_keep = {keep}\n\
+             [admin]\ntoken = \"{TOKEN}\"\n",
+            data = data.display(),
+            members = l.members,
+            hb = l.opts.heartbeat_ms,
+            et = l.opts.election_timeout_ms,
+            snap = l.opts.snapshot_every,
+            keep = l.opts.logs_to_keep,
+        ),
+    )?;
+    relay::spawn(
+        l.rt,
+        relay,
+        id,
+        format!("127.0.0.1:{cluster}").parse()?,
+        l.faults.clone(),
+    );
+    Ok(LocalNode {
+        id,
+        proxy: format!("http://127.0.0.1:{proxy}"),
+        admin: format!("http://127.0.0.1:{admin}"),
+        relay: relay_addr,
+        data,
+        config,
+        log: l.dir.join(format!("node{id}.log")),
+        child: None,
+        paused: false,
+        retired: false,
+    })
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for id in self.ids() {
+        for id in 1..=self.nodes.len() as u64 {
             if self.node(id).paused {
                 self.resume(id);
             }
             self.kill(id);
+        }
+        for m in self.mounts.drain(..) {
+            if let Err(e) = run("umount", &[], &m) {
+                eprintln!(
+                    "raftgate-chaos: could not unmount the tmpfs: {e:#}; run `umount {}`",
+                    m.display()
+                );
+            }
         }
     }
 }

@@ -13,6 +13,8 @@
 
 mod api;
 mod checkers;
+mod cluster;
+mod docker;
 mod history;
 mod local;
 mod nemesis;
@@ -63,11 +65,16 @@ enum Cmd {
         full_history: bool,
         #[arg(long, default_value_t = 100)]
         heartbeat_ms: u64,
-        #[arg(long, default_value_t = 500)]
+        /// raftgate's own default (`[cluster] election_timeout_ms`).
+        #[arg(long, default_value_t = 250)]
         election_timeout_ms: u64,
         /// `[cluster] snapshot_every` of the nodes: low, so that restarts install snapshots.
         #[arg(long, default_value_t = 200)]
         snapshot_every: u64,
+        /// `[cluster] logs_to_keep` of the nodes: low, so that a node down for a few hundred
+        /// writes must install a snapshot (raftgate's default keeps 1000).
+        #[arg(long, default_value_t = 20)]
+        logs_to_keep: u64,
     },
     /// Lists the scenarios and their pass criteria.
     List,
@@ -96,6 +103,7 @@ fn real_main() -> anyhow::Result<bool> {
         heartbeat_ms,
         election_timeout_ms,
         snapshot_every,
+        logs_to_keep,
     } = cli.command
     else {
         for s in nemesis::SCENARIOS {
@@ -103,9 +111,6 @@ fn real_main() -> anyhow::Result<bool> {
         }
         return Ok(true);
     };
-    if env == Env::Docker {
-        anyhow::bail!("--env docker is not built yet: only --env local runs (see chaos/README.md)");
-    }
     let scenarios: Vec<&nemesis::Scenario> = if scenario == "all" {
         nemesis::SCENARIOS.iter().collect()
     } else {
@@ -118,28 +123,38 @@ fn real_main() -> anyhow::Result<bool> {
             })
             .collect::<Result<_, _>>()?
     };
-    let bin = local::binary()?;
+    let spec = match env {
+        Env::Local => cluster::EnvSpec::Local(local::binary()?),
+        Env::Docker => docker_env(&scenarios)?,
+    };
     let opts = local::NodeOptions {
         heartbeat_ms,
         election_timeout_ms,
         snapshot_every,
+        logs_to_keep,
     };
     // Relays and the upstream run on their own threads, so the workload never slows them.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if env == Env::Docker {
+        rt.spawn(clean_up_on_ctrl_c());
+    }
     let mut reports = Vec::new();
     for s in scenarios {
         println!(
-            "== {} (#{}, {} nodes, seed {seed}, {duration} s)",
-            s.name, s.number, s.nodes
+            "== {} (#{}, {} nodes, seed {seed}, {duration} s, --env {})",
+            s.name,
+            s.number,
+            s.nodes,
+            spec.name()
         );
         let report = actix_rt::System::new().block_on(scenario::run(
             s,
             seed,
             Duration::from_secs(duration),
-            &bin,
+            &spec,
             rt.handle(),
             &opts,
         ))?;
@@ -155,4 +170,35 @@ fn real_main() -> anyhow::Result<bool> {
     )?;
     println!("JSON report: {}", json.display());
     Ok(reports.iter().all(|r| r.ok))
+}
+
+/// The docker environment, after checking that every scenario asked for can run there.
+fn docker_env(scenarios: &[&nemesis::Scenario]) -> anyhow::Result<cluster::EnvSpec> {
+    let refused: Vec<String> = scenarios
+        .iter()
+        .filter_map(|s| docker::local_only(s.name).map(|why| format!("{}: {why}", s.name)))
+        .collect();
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "cannot run with --env docker, run with --env local instead: {}",
+            refused.join("; ")
+        );
+    }
+    if cfg!(feature = "broken-quota") {
+        anyhow::bail!(
+            "the broken-quota build runs with --env local only (the image is the normal build)"
+        );
+    }
+    Ok(cluster::EnvSpec::Docker(docker::DockerEnv::new()?))
+}
+
+/// On Ctrl-C, removes this process's containers, networks, volumes and iptables rules before
+/// exiting (130), so that an interrupted docker run leaves nothing behind.
+async fn clean_up_on_ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("raftgate-chaos: interrupted, removing this run's containers and rules");
+        let me = std::process::id();
+        docker::sweep(|pid| pid == me);
+        std::process::exit(130);
+    }
 }

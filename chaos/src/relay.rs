@@ -75,7 +75,6 @@ impl Faults {
         self.lock().cut.insert((from, to));
     }
 
-    #[allow(dead_code)]
     /// Cuts both directions between two nodes (bridge and ring partitions are built from this).
     pub fn cut(&self, a: u64, b: u64) {
         let mut s = self.lock();

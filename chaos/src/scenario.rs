@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::api;
 use crate::checkers::{self, Check, FinalState, NodeFinal, Probe};
+use crate::cluster::{Cluster, EnvSpec};
 use crate::history::{Failover, OpKind, Outcome};
-use crate::local::{LocalCluster, NodeOptions};
+use crate::local::NodeOptions;
 use crate::nemesis::{self, Scenario};
 use crate::upstream::Upstream;
 use crate::workload::{self, Endpoint, Shared};
@@ -22,7 +23,7 @@ const FAILOVER_BUDGET_MS: u64 = 2_000;
 
 /// Everything a nemesis acts on.
 pub struct Ctx {
-    pub cluster: LocalCluster,
+    pub cluster: Cluster,
     pub shared: Rc<Shared>,
     pub upstream: Upstream,
     pub client: awc::Client,
@@ -50,7 +51,7 @@ pub struct Report {
 
 impl Ctx {
     pub fn endpoint(&self, id: u64) -> Endpoint {
-        self.shared.nodes[id as usize - 1].clone()
+        self.shared.nodes.borrow()[id as usize - 1].clone()
     }
 
     /// The leader most live nodes agree on, and its term.
@@ -89,17 +90,31 @@ impl Ctx {
     pub async fn measure_failover(&self, old: u64, term: u64, among: &[u64], lost_at: Instant) {
         let at_ms = self.shared.now_ms();
         let deadline = lost_at + Duration::from_secs(15);
+        // `GET /cluster` reads the leader and term when it starts, then pings every member (up
+        // to 500 ms for a paused or cut-off one). So a new poll goes out every 20 ms without
+        // waiting for the last, and a new leader counts from when the poll that saw it was sent.
+        let mut polls = futures_util::stream::FuturesUnordered::new();
         let mut found = None;
         'wait: while Instant::now() < deadline {
             for id in among {
-                if let Some(s) = api::status(&self.client, &self.endpoint(*id).admin).await {
-                    if let Some(l) = s.leader.filter(|l| *l != old && s.term > term) {
-                        found = Some((l, lost_at.elapsed()));
-                        break 'wait;
+                let (client, admin) = (self.client.clone(), self.endpoint(*id).admin);
+                let sent = Instant::now();
+                polls.push(async move { (sent, api::status(&client, &admin).await) });
+            }
+            let tick = tokio::time::sleep(Duration::from_millis(20));
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    _ = &mut tick => break,
+                    Some((sent, status)) = futures_util::StreamExt::next(&mut polls) => {
+                        let new = status.and_then(|s| s.leader.filter(|l| *l != old && s.term > term));
+                        if let Some(l) = new {
+                            found = Some((l, sent.duration_since(lost_at)));
+                            break 'wait;
+                        }
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let f = Failover {
             at_ms,
@@ -156,7 +171,10 @@ async fn set_up(ctx: &Ctx) -> anyhow::Result<()> {
     admin_put(
         c,
         format!("{admin}/services/up"),
-        &format!(r#"{{"targets":[{{"url":"http://{}"}}],"timeouts":{{"connect_ms":500,"request_ms":3000}}}}"#, ctx.upstream.addr),
+        &format!(
+            r#"{{"targets":[{{"url":"{}"}}],"timeouts":{{"connect_ms":500,"request_ms":3000}}}}"#,
+            ctx.cluster.upstream_url(&ctx.upstream)
+        ),
     )
     .await?;
     admin_put(
@@ -255,23 +273,16 @@ pub async fn run(
     scenario: &Scenario,
     seed: u64,
     duration: Duration,
-    bin: &std::path::Path,
+    env: &EnvSpec,
     rt: &tokio::runtime::Handle,
     opts: &NodeOptions,
 ) -> anyhow::Result<Report> {
     let dir = tempfile::Builder::new()
         .prefix(&format!("raftgate-chaos-{}-", scenario.name))
         .tempdir()?;
-    let cluster = LocalCluster::start(dir.path(), bin, scenario.nodes, opts, rt)?;
-    let endpoints: Vec<Endpoint> = cluster
-        .nodes
-        .iter()
-        .map(|n| Endpoint {
-            id: n.id,
-            admin: n.admin.clone(),
-            proxy: n.proxy.clone(),
-        })
-        .collect();
+    // Dropped before `dir` (declared after it): a docker project's compose file lives there.
+    let cluster = Cluster::start(env, dir.path(), scenario.nodes, opts, rt)?;
+    let endpoints: Vec<Endpoint> = cluster.endpoints();
     let mut ctx = Ctx {
         cluster,
         shared: Shared::new(endpoints, seed),
@@ -300,6 +311,10 @@ pub async fn run(
         ctx.shared.fault("heal: network healed, every node running");
         let healed = Instant::now();
         ctx.cluster.heal_all()?;
+        let unapplied = ctx.cluster.take_errors();
+        if error.is_none() && !unapplied.is_empty() {
+            error = Some(format!("faults not applied: {}", unapplied.join("; ")));
+        }
         ctx.upstream.up();
         ctx.upstream.set_slow(0);
         for id in ctx.cluster.ids() {
@@ -350,6 +365,7 @@ pub async fn run(
     .collect();
     let ok = error.is_none() && checks.iter().all(|c| c.ok);
     if !ok && std::env::var_os("CHAOS_KEEP").is_some() {
+        ctx.cluster.save_logs(dir.path());
         let kept = dir.keep();
         eprintln!("kept the cluster's files in {}", kept.display());
     }

@@ -24,7 +24,8 @@ pub struct Endpoint {
 /// What the workload, the observer and the nemesis share.
 pub struct Shared {
     pub started: Instant,
-    pub nodes: Vec<Endpoint>,
+    /// Indexed by node id - 1; grows when a scenario adds a node.
+    pub nodes: RefCell<Vec<Endpoint>>,
     pub history: RefCell<History>,
     /// Nodes the clients send to: not killed, paused or stopped on purpose.
     up: RefCell<Vec<bool>>,
@@ -45,7 +46,7 @@ impl Shared {
         let n = nodes.len();
         Rc::new(Shared {
             started: Instant::now(),
-            nodes,
+            nodes: RefCell::new(nodes),
             history: RefCell::default(),
             up: RefCell::new(vec![true; n]),
             down_since: RefCell::new(vec![None; n]),
@@ -70,11 +71,8 @@ impl Shared {
     /// A random node among those up (`None` when every node is down).
     fn pick(&self) -> Option<Endpoint> {
         let up = self.up.borrow();
-        let live: Vec<&Endpoint> = self
-            .nodes
-            .iter()
-            .filter(|n| up[n.id as usize - 1])
-            .collect();
+        let nodes = self.nodes.borrow();
+        let live: Vec<&Endpoint> = nodes.iter().filter(|n| up[n.id as usize - 1]).collect();
         live.choose(&mut *self.rng.borrow_mut())
             .map(|e| (*e).clone())
     }
@@ -114,6 +112,27 @@ impl Shared {
             node: 0,
             from_ms,
             to_ms,
+        });
+    }
+
+    /// A node added while the scenario runs; clients send to it once it is marked up.
+    pub fn add_node(&self, e: Endpoint) {
+        let id = e.id;
+        self.nodes.borrow_mut().push(e);
+        self.up.borrow_mut().push(false);
+        self.down_since.borrow_mut().push(Some(self.now_ms()));
+        debug_assert_eq!(self.nodes.borrow().len() as u64, id);
+    }
+
+    /// A node removed from the cluster for good: clients stop sending to it, and requests to it
+    /// from now on are excused.
+    pub fn retire(&self, id: u64) {
+        self.mark_down(id);
+        let from_ms = self.down_since.borrow()[id as usize - 1].unwrap_or(0);
+        self.history.borrow_mut().down.push(Down {
+            node: id,
+            from_ms,
+            to_ms: u64::MAX,
         });
     }
 
@@ -229,7 +248,8 @@ async fn proxied(shared: Rc<Shared>, client: awc::Client, kind: OpKind, path: &'
 /// Polls `GET /cluster` on every node that is up, for the one-leader-per-term check.
 async fn observer(shared: Rc<Shared>, client: awc::Client) {
     while !shared.stop.get() {
-        for n in shared.nodes.clone() {
+        let nodes = shared.nodes.borrow().clone();
+        for n in nodes {
             if !shared.is_up(n.id) {
                 continue;
             }

@@ -12,6 +12,9 @@ use crate::checkers::Check;
 use crate::history::{History, OpKind, Outcome};
 use crate::scenario::Ctx;
 
+mod churn;
+mod topology;
+
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub name: &'static str,
@@ -37,6 +40,17 @@ pub const SCENARIOS: &[Scenario] = &[
                 converged, new leader p99 <= 2 s, no proxied failure on live nodes",
     },
     Scenario {
+        name: "follower-crash-loop",
+        number: 2,
+        nodes: 3,
+        proxy_must_not_fail: true,
+        measures_failover: false,
+        about: "SIGKILL a follower, keep writing until the leader's log has purged past it (two \
+                snapshots + logs_to_keep), restart it, repeat. Pass: it catches up within 20 s \
+                through a snapshot it installed (its raftgate_raft_snapshots_installed_total), \
+                converged, no acked write lost",
+    },
+    Scenario {
         name: "minority-partition",
         number: 3,
         nodes: 3,
@@ -46,12 +60,23 @@ pub const SCENARIOS: &[Scenario] = &[
                 majority elects within 2 s; the cut-off node keeps proxying; no acked write lost",
     },
     Scenario {
+        name: "ring-bridge",
+        number: 4,
+        nodes: 5,
+        proxy_must_not_fail: true,
+        measures_failover: false,
+        about: "5 nodes: a majorities ring (each node reaches its two neighbours only), heal, a \
+                bridge ({a,b} and {d,e} reach c, not each other), heal, repeat. Pass: writes \
+                acked during every fault, one leader per term, no acked write lost, every node \
+                caught up within 10 s of each heal",
+    },
+    Scenario {
         name: "leader-pause",
         number: 5,
         nodes: 3,
         proxy_must_not_fail: true,
         measures_failover: true,
-        about: "SIGSTOP the leader for 3 election timeouts, SIGCONT, repeat. Pass: new leader \
+        about: "SIGSTOP the leader for 3 leader leases, SIGCONT, repeat. Pass: new leader \
                 p99 <= 2 s, one leader per term, the old leader rejoins and converges",
     },
     Scenario {
@@ -73,6 +98,29 @@ pub const SCENARIOS: &[Scenario] = &[
                 before the ack) survives, one config everywhere after the restart",
     },
     Scenario {
+        name: "membership-change",
+        number: 8,
+        nodes: 3,
+        proxy_must_not_fail: true,
+        measures_failover: false,
+        about: "under load add a new node (join = true) as a voter, then remove a voter; the \
+                leader is SIGKILLed right after each call is sent. Pass: every change applied or \
+                refused, the same voters on every node with no learner left, the removed node \
+                not counted, no acked write lost",
+    },
+    Scenario {
+        name: "rolling-restart",
+        number: 9,
+        nodes: 3,
+        // Judged by `no_request_lost_in_drain` instead: a stopping node's requests count.
+        proxy_must_not_fail: false,
+        measures_failover: true,
+        about: "under load SIGTERM each node in turn (clients keep sending to it until it has \
+                exited), restart it, wait until ready, next; repeat. Pass: every proxied request \
+                a node accepted answered 200 (only refused connects excused), new leader p99 <= \
+                2 s after SIGTERMing the leader, no acked write lost, converged",
+    },
+    Scenario {
         name: "quota-partition",
         number: 10,
         nodes: 3,
@@ -90,6 +138,28 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "close the upstream's listener and connections for 3 s, bring it back, repeat. \
                 Pass: during the outage every request is answered 502/503/504 within 2 s; \
                 200s again within 1 s of its return",
+    },
+    Scenario {
+        name: "slow-upstream",
+        number: 12,
+        nodes: 3,
+        proxy_must_not_fail: true,
+        measures_failover: false,
+        about: "the upstream answers after 800 ms for 3 s: over a 300 ms route's timeout, under \
+                the others' 3 s; repeat. Pass: that route answers 504 within 300 ms + 10% + 250 \
+                ms, the others 200, admin writes acked and GET /cluster answered throughout, 200s \
+                on it again 1 s after",
+    },
+    Scenario {
+        name: "full-disk",
+        number: 13,
+        nodes: 3,
+        proxy_must_not_fail: true,
+        measures_failover: false,
+        about: "one node's data dir on a tmpfs filled to the last byte while writes go to every \
+                node; free it, restart the node, repeat. Pass: writes acked while it is full, \
+                its admin writes refused with a clear error (or acked and kept), no acked write \
+                lost, it restarts cleanly and catches up within 10 s",
     },
 ];
 
@@ -125,6 +195,12 @@ pub async fn run(s: &Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
             "cluster-crash" => cluster_crash(ctx).await?,
             "quota-partition" => quota_partition(ctx).await,
             "upstream-down" => upstream_down(ctx).await,
+            "ring-bridge" => topology::ring_bridge(ctx).await?,
+            "membership-change" => topology::membership_change(ctx).await?,
+            "full-disk" => topology::full_disk(ctx).await?,
+            "follower-crash-loop" => churn::follower_crash_loop(ctx).await?,
+            "rolling-restart" => churn::rolling_restart(ctx).await?,
+            "slow-upstream" => churn::slow_upstream(ctx).await?,
             other => return Err(anyhow!("no nemesis for {other}")),
         }
     }
@@ -164,7 +240,8 @@ async fn minority_partition(ctx: &mut Ctx) -> anyhow::Result<()> {
 
 async fn leader_pause(ctx: &mut Ctx) -> anyhow::Result<()> {
     let (l, term) = leader(ctx).await?;
-    let hold = Duration::from_millis(3 * ctx.opts.election_timeout_ms);
+    // Three times the leader lease (the election timeout's upper bound), so followers campaign.
+    let hold = Duration::from_millis(6 * ctx.opts.election_timeout_ms);
     ctx.shared
         .fault(format!("SIGSTOP leader {l} (term {term}) for {hold:?}"));
     ctx.shared.mark_down(l);
@@ -245,6 +322,31 @@ async fn upstream_down(ctx: &mut Ctx) {
 pub fn extra_checks(s: &Scenario, h: &History) -> Vec<Check> {
     match s.name {
         "upstream-down" => vec![upstream_outage_answered(h)],
+        "follower-crash-loop" => vec![churn::caught_up_by_snapshot(h)],
+        "rolling-restart" => vec![churn::no_request_lost_in_drain(h)],
+        "slow-upstream" => vec![
+            churn::slow_route_times_out(
+                h,
+                churn::SLOW_TIMEOUT_MS,
+                churn::SLOW_SLACK_MS,
+                churn::SLOW_GRACE_MS,
+            ),
+            topology::writes_acked_during_faults(h),
+            churn::admin_kept_answering(h, churn::ADMIN_GAP_MS),
+        ],
+        "ring-bridge" => vec![
+            topology::writes_acked_during_faults(h),
+            topology::caught_up_after_heal(h, topology::CATCH_UP_BUDGET_MS),
+        ],
+        "membership-change" => vec![topology::membership_consistent(
+            h,
+            &(1..=s.nodes as u64).collect(),
+        )],
+        "full-disk" => vec![
+            topology::writes_acked_during_faults(h),
+            topology::full_node_errors_clear(h),
+            topology::caught_up_after_heal(h, topology::CATCH_UP_BUDGET_MS),
+        ],
         _ => Vec::new(),
     }
 }
