@@ -268,17 +268,30 @@ pub enum UpTo<S> {
     Over(Bytes, S),
 }
 
-/// Reads `stream` whole if it ends within `limit` bytes.
+/// Reads `stream` whole if it ends within `limit` bytes. A body that arrives in one chunk (a
+/// small answer, read with its head) is kept as it is: copied only once a second chunk comes.
 pub async fn read_up_to<S, E>(mut stream: S, limit: usize) -> Result<UpTo<S>, E>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        buf.extend_from_slice(&chunk?);
+    let Some(first) = stream.next().await.transpose()? else {
+        return Ok(UpTo::Whole(Bytes::new()));
+    };
+    if first.len() > limit {
+        return Ok(UpTo::Over(first, stream));
+    }
+    let Some(second) = stream.next().await.transpose()? else {
+        return Ok(UpTo::Whole(first));
+    };
+    let mut buf = BytesMut::with_capacity(first.len() + second.len());
+    buf.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        buf.extend_from_slice(&chunk);
         if buf.len() > limit {
             return Ok(UpTo::Over(buf.freeze(), stream));
         }
+        next = stream.next().await.transpose()?;
     }
     Ok(UpTo::Whole(buf.freeze()))
 }

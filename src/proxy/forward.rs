@@ -2,12 +2,11 @@
 //! ways, and turn the upstream's answer into the client's.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BodyStream, SizedStream};
-use actix_web::error::ParseError;
+use actix_web::error::{ParseError, PayloadError};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
@@ -24,7 +23,8 @@ use crate::tls::upstream::{client_config, OwnedTrust, Trust};
 /// keep-alive pool.
 #[derive(Default)]
 pub struct Upstreams {
-    clients: RefCell<HashMap<u64, awc::Client>>,
+    /// For `http://` targets, by connect timeout: few, so a list, searched without hashing.
+    clients: RefCell<Vec<(u64, awc::Client)>>,
     /// For `https://` targets; few, so a list, searched without allocating.
     tls_clients: RefCell<Vec<(u64, OwnedTrust, awc::Client)>>,
 }
@@ -39,12 +39,13 @@ impl Upstreams {
         service: &Service,
     ) -> Result<awc::Client, String> {
         if target.scheme != "https" {
-            return Ok(self
-                .clients
-                .borrow_mut()
-                .entry(connect_ms)
-                .or_insert_with(|| upstream_client(connect_ms, None))
-                .clone());
+            let mut clients = self.clients.borrow_mut();
+            if let Some((_, c)) = clients.iter().find(|(ms, _)| *ms == connect_ms) {
+                return Ok(c.clone());
+            }
+            let client = upstream_client(connect_ms, None);
+            clients.push((connect_ms, client.clone()));
+            return Ok(client);
         }
         let trust = Trust::of(service);
         let mut clients = self.tls_clients.borrow_mut();
@@ -94,37 +95,65 @@ pub(super) fn forwarded_proto(req: &HttpRequest) -> &'static str {
 /// Response bodies up to this size (with a Content-Length) are read whole before answering.
 const SMALL_BODY: u64 = 16 * 1024;
 
-/// Connection-level headers, never forwarded in either direction (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
+/// Headers the gateway sets on the upstream request (and `X-Request-Id` on the answer). Named
+/// once: a `&str` name is parsed into a `HeaderName` at every use.
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
+
+/// Connection-level headers, never forwarded in either direction (RFC 9110 §7.6.1), and
+/// `Upgrade`. Names, not `HeaderName`s: a `const` array of those is built and dropped at every
+/// use.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
-pub(super) fn is_hop_by_hop(name: &HeaderName, connection: &[HeaderName]) -> bool {
-    HOP_BY_HOP.contains(name) || name == header::UPGRADE || connection.contains(name)
+pub(super) fn is_hop_by_hop(name: &HeaderName, connection: &ConnectionListed<'_>) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection.lists(name)
 }
 
-/// Header names listed in `Connection`, which are hop-by-hop too.
-pub(super) fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+/// The header names a message lists in `Connection`, which are hop-by-hop too. Read in place
+/// when asked: no `HeaderName` parsed, nothing allocated per request. Holds the headers only
+/// when `Connection` lists a name that is not hop-by-hop anyway (not `keep-alive`, `upgrade`…).
+pub(super) struct ConnectionListed<'a>(Option<&'a HeaderMap>);
+
+impl ConnectionListed<'_> {
+    fn lists(&self, name: &HeaderName) -> bool {
+        self.0
+            .is_some_and(|h| connection_tokens(h).any(|t| t.eq_ignore_ascii_case(name.as_str())))
+    }
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect()
+        .map(str::trim)
+}
+
+/// Header names listed in `Connection`, which are hop-by-hop too.
+pub(super) fn connection_listed(headers: &HeaderMap) -> ConnectionListed<'_> {
+    let other = connection_tokens(headers)
+        .any(|t| !t.is_empty() && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(t)));
+    ConnectionListed(other.then_some(headers))
 }
 
 /// `X-Forwarded-For` for the upstream: the client's value with the peer's address appended.
 pub(super) fn forwarded_for(req: &HttpRequest) -> String {
     let prior = req
         .headers()
-        .get("x-forwarded-for")
+        .get(X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .filter(|p| !p.is_empty());
     let mut out = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
@@ -215,7 +244,7 @@ pub async fn forward(
             || name == header::HOST
             || name == header::CONTENT_LENGTH
             || name.as_str().starts_with("x-forwarded-")
-            || name == "x-request-id"
+            || name == X_REQUEST_ID
             || ctx.is_credential_header(name)
         {
             continue;
@@ -223,14 +252,17 @@ pub async fn forward(
         up = up.append_header((name.clone(), value.clone()));
     }
     if let Some(consumer) = &ctx.consumer {
-        up = up.insert_header(("x-consumer", &**consumer));
+        up = up.insert_header((X_CONSUMER, &**consumer));
     }
     up = up
-        .insert_header(("x-forwarded-for", forwarded_for(req)))
-        .insert_header(("x-forwarded-proto", forwarded_proto(req)))
-        .insert_header(("x-request-id", ctx.request_id.as_str()));
+        .insert_header((X_FORWARDED_FOR, forwarded_for(req)))
+        .insert_header((
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(forwarded_proto(req)),
+        ))
+        .insert_header((X_REQUEST_ID, ctx.request_id.as_str()));
     if let Some(host) = req.headers().get(header::HOST) {
-        up = up.insert_header((HeaderName::from_static("x-forwarded-host"), host.clone()));
+        up = up.insert_header((X_FORWARDED_HOST, host.clone()));
     }
 
     let length = req
@@ -299,9 +331,9 @@ pub async fn forward(
         }
         out.append_header((name.clone(), value.clone()));
     }
-    if !resp.headers().contains_key("x-request-id") {
+    if !resp.headers().contains_key(X_REQUEST_ID) {
         out.insert_header((
-            "x-request-id",
+            X_REQUEST_ID,
             HeaderValue::from_str(&ctx.request_id).unwrap_or(HeaderValue::from_static("")),
         ));
     }
@@ -323,13 +355,13 @@ pub async fn forward(
         // A small body of known size arrives with (or right after) the head: take it whole, so
         // head and body leave in one write without streaming machinery.
         Some(len) if len <= whole => {
-            let mut resp = resp;
-            let bytes = resp
-                .body()
-                .limit(whole as usize)
+            match super::cache::read_up_to(resp, whole as usize)
                 .await
-                .map_err(|e| unreadable(&e))?;
-            out.body(bytes)
+                .map_err(|e| unreadable(&e))?
+            {
+                super::cache::UpTo::Whole(bytes) => out.body(bytes),
+                super::cache::UpTo::Over(..) => return Err(unreadable(&PayloadError::Overflow)),
+            }
         }
         Some(len) => out.body(SizedStream::new(len, resp)),
         None if whole > SMALL_BODY => {
@@ -350,6 +382,30 @@ pub async fn forward(
 
 #[cfg(test)]
 mod tests {
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+
+    fn headers(connection: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in connection {
+            h.append(CONNECTION, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn connection_lists_names_case_blind_and_hop_by_hop_stays_out() {
+        let name = |n: &'static str| HeaderName::from_static(n);
+        let h = headers(&["keep-alive", "Close , X-Drop-Me"]);
+        let listed = super::connection_listed(&h);
+        assert!(super::is_hop_by_hop(&name("x-drop-me"), &listed));
+        assert!(super::is_hop_by_hop(&name("te"), &listed));
+        assert!(!super::is_hop_by_hop(&name("x-keep"), &listed));
+        // Only names that are hop-by-hop anyway: nothing is kept to look up.
+        let plain = headers(&["Keep-Alive, upgrade"]);
+        assert!(super::connection_listed(&plain).0.is_none());
+        assert!(super::connection_listed(&HeaderMap::new()).0.is_none());
+    }
+
     #[test]
     fn decimal_octets() {
         for n in [0u8, 7, 10, 99, 100, 255] {

@@ -170,7 +170,7 @@ thread_local! {
 fn request_id(req: &HttpRequest) -> String {
     if let Some(id) = req
         .headers()
-        .get("x-request-id")
+        .get(forward::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
     {
         if !id.is_empty() && id.len() <= 200 {
