@@ -142,6 +142,9 @@ impl ClusterNode {
                 contact: outbid::LeaderContact::default(),
             }),
         };
+        if replay_to.is_some() {
+            node.hold_fire_after_restart();
+        }
         tokio::spawn(rpc::serve(
             listener,
             cfg.secret.clone(),

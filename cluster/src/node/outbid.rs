@@ -73,6 +73,34 @@ pub(super) fn refused_for_log(req: &VoteRequest<NodeId>, resp: &VoteResponse<Nod
 }
 
 impl ClusterNode {
+    /// A restarted member of a multi-voter cluster holds its fire until it hears a leader, or
+    /// for two leases at most (the whole cluster restarting). Its first election timeout runs
+    /// from the moment it starts, often before the leader's replication reaches it again; it
+    /// would then campaign in a new term, and the leader, whose own lease has long run out,
+    /// would step down for it: one election per restart, several in a rolling restart.
+    pub(super) fn hold_fire_after_restart(&self) {
+        let voters = (self.raft().metrics().borrow())
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
+        if voters < 2 {
+            return;
+        }
+        self.raft().runtime_config().elect(false);
+        let hold = Duration::from_millis(self.raft().config().election_timeout_max * 2);
+        let node = self.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + hold;
+            while Instant::now() < deadline
+                && node.inner.contact.heard_ms.load(Ordering::Relaxed) == 0
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            node.raft().runtime_config().elect(true);
+        });
+    }
+
     /// After refusing `req` for its log: campaign until our term is past the candidate's.
     pub(super) fn outbid(&self, req: &VoteRequest<NodeId>) {
         let contact = &self.inner.contact;

@@ -20,12 +20,24 @@ fn response(granted: bool, last: Option<LogId<u64>>) -> VoteResponse<u64> {
 #[test]
 fn only_a_refusal_of_a_shorter_log_is_a_doomed_candidacy() {
     // Refused, and our log is longer: the candidate cannot win.
-    assert!(refused_for_log(&request(log_id(4, 10)), &response(false, log_id(4, 12))));
-    assert!(refused_for_log(&request(None), &response(false, log_id(1, 1))));
+    assert!(refused_for_log(
+        &request(log_id(4, 10)),
+        &response(false, log_id(4, 12))
+    ));
+    assert!(refused_for_log(
+        &request(None),
+        &response(false, log_id(1, 1))
+    ));
     // Refused with logs equal (by lease or an earlier vote): nothing to outbid.
-    assert!(!refused_for_log(&request(log_id(4, 12)), &response(false, log_id(4, 12))));
+    assert!(!refused_for_log(
+        &request(log_id(4, 12)),
+        &response(false, log_id(4, 12))
+    ));
     // Granted: the candidate wins.
-    assert!(!refused_for_log(&request(log_id(4, 12)), &response(true, log_id(4, 12))));
+    assert!(!refused_for_log(
+        &request(log_id(4, 12)),
+        &response(true, log_id(4, 12))
+    ));
 }
 
 #[test]
@@ -40,7 +52,10 @@ fn the_lease_runs_from_the_last_append_a_leader_sent() {
     c.appended(&AppendEntriesResponse::Success);
     assert!(!c.lease_expired(Duration::from_secs(60)), "just heard");
     std::thread::sleep(Duration::from_millis(20));
-    assert!(c.lease_expired(Duration::from_millis(1)), "silent for longer than the lease");
+    assert!(
+        c.lease_expired(Duration::from_millis(1)),
+        "silent for longer than the lease"
+    );
 }
 
 #[test]
