@@ -26,7 +26,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 #[path = "support/nodes.rs"]
 mod nodes;
-use nodes::{start_cluster, Node, TOKEN};
+use nodes::{arg, start_cluster, Node, TOKEN};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -388,14 +388,6 @@ async fn writes(client: &awc::Client, nodes: &[Node], clients: usize, seconds: u
         ms(percentile(&l, 0.5)),
         ms(percentile(&l, 0.99))
     );
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

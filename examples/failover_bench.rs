@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/nodes.rs"]
 mod nodes;
-use nodes::{start_cluster, Node, TOKEN};
+use nodes::{arg, start_cluster, Node, TOKEN};
 
 /// `GET /cluster` of one node: (leader, term), or None when it does not answer.
 async fn leader_of(client: &awc::Client, node: &Node) -> Option<(Option<u64>, u64)> {
@@ -99,17 +99,9 @@ async fn write_load(client: awc::Client, nodes: Rc<Vec<String>>, stop: Rc<Cell<b
     acked
 }
 
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rounds = arg(&args, "--rounds", 20) as usize;
+    let rounds: usize = arg(&args, "--rounds", 20);
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start_cluster(dir.path(), 3, "", "warn", |_| Stdio::null());
     actix_rt::System::new().block_on(async {

@@ -36,6 +36,16 @@ fn spawn(bin: &Path, config: &Path, rust_log: &str, stderr: Stdio) -> Child {
         .expect("start raftgate")
 }
 
+/// The value after `--name` in `args`, parsed; `default` when it is missing or does not parse.
+#[allow(dead_code)] // not every example takes options this way
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
