@@ -132,6 +132,15 @@ impl Cluster {
             client: client(),
         };
         cluster.wait_leader().await;
+        // As an operator would: every node answers `/readyz` 200 (it has caught up with what
+        // the cluster had committed when it started) before the test talks to it.
+        for i in 0..n {
+            eventually("every node ready", || async {
+                let r = cluster.admin_raw(i, "GET", "/readyz", "", None).await;
+                (r.status == 200).then_some(())
+            })
+            .await;
+        }
         cluster
     }
 
