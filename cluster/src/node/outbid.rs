@@ -76,8 +76,9 @@ impl ClusterNode {
     /// A restarted member of a multi-voter cluster holds its fire until it hears a leader, or
     /// for two leases at most (the whole cluster restarting). Its first election timeout runs
     /// from the moment it starts, often before the leader's replication reaches it again; it
-    /// would then campaign in a new term, and the leader, whose own lease has long run out,
-    /// would step down for it: one election per restart, several in a rolling restart.
+    /// would then campaign in a new term, and once that term reaches the others (a vote it
+    /// wins, or the leader seeing it) the cluster holds an election it did not need: one per
+    /// restart, several in a rolling restart.
     pub(super) fn hold_fire_after_restart(&self) {
         let voters = (self.raft().metrics().borrow())
             .membership_config
