@@ -2,51 +2,49 @@
 //! ways, and turn the upstream's answer into the client's.
 
 use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::error::{ParseError, PayloadError};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
-use raftgate_cluster::spec::{Service, TargetUrl};
+use bytes::Bytes;
+use futures_util::Stream;
+use raftgate_cluster::spec::{Service, TargetUrl, Timeouts};
 
 use super::ctx::RequestCtx;
-use super::edge::{self, Limited};
+use super::edge::{self, BodyError, Limited};
 use super::error::ProxyError;
+use super::h1;
 use super::tls_io::Tls;
 use crate::tls::upstream::{client_config, OwnedTrust, Trust};
 
-/// Upstream HTTP clients of one worker, one per connect timeout (awc sets that per client) and,
-/// for `https://` targets, per trust (web roots or the service's CA). Each keeps its own
-/// keep-alive pool.
+/// Upstream HTTP clients of one worker: for `http://` targets the proxy's own ([`h1`], one
+/// keep-alive pool); for `https://` targets awc clients, one per connect timeout (awc sets that
+/// per client) and trust (web roots or the service's CA), each with its own pool.
 #[derive(Default)]
 pub struct Upstreams {
-    /// For `http://` targets, by connect timeout: few, so a list, searched without hashing.
-    clients: RefCell<Vec<(u64, awc::Client)>>,
-    /// For `https://` targets; few, so a list, searched without allocating.
+    plain: Rc<h1::Pool>,
+    /// Few, so a list, searched without allocating.
     tls_clients: RefCell<Vec<(u64, OwnedTrust, awc::Client)>>,
 }
 
 impl Upstreams {
-    /// The client for `target` of `service`; fails only when the service's CA cannot be used
-    /// on this node.
+    /// The awc client for the `https://` `target` of `service`; fails only when the service's
+    /// CA cannot be used on this node.
     fn client(
         &self,
         connect_ms: u64,
         target: &TargetUrl,
         service: &Service,
     ) -> Result<awc::Client, String> {
-        if target.scheme != "https" {
-            let mut clients = self.clients.borrow_mut();
-            if let Some((_, c)) = clients.iter().find(|(ms, _)| *ms == connect_ms) {
-                return Ok(c.clone());
-            }
-            let client = upstream_client(connect_ms, None);
-            clients.push((connect_ms, client.clone()));
-            return Ok(client);
-        }
+        debug_assert_eq!(target.scheme, "https");
         let trust = Trust::of(service);
         let mut clients = self.tls_clients.borrow_mut();
         if let Some((_, _, c)) =
@@ -54,7 +52,7 @@ impl Upstreams {
         {
             return Ok(c.clone());
         }
-        let client = upstream_client(connect_ms, Some(client_config(&trust)?));
+        let client = upstream_client(connect_ms, client_config(&trust)?);
         // Replaced CAs leave clients behind: start over rather than grow without bound.
         if clients.len() >= 32 {
             clients.clear();
@@ -64,16 +62,15 @@ impl Upstreams {
     }
 }
 
-fn upstream_client(connect_ms: u64, tls: Option<Arc<rustls::ClientConfig>>) -> awc::Client {
+fn upstream_client(connect_ms: u64, tls: Arc<rustls::ClientConfig>) -> awc::Client {
     let timeout = Duration::from_millis(connect_ms);
-    let mut connector = awc::Connector::new()
+    // `connect_ms` bounds the TLS handshake as well as the TCP connect.
+    let connector = awc::Connector::new()
         .timeout(timeout)
         .limit(0)
-        .conn_keep_alive(Duration::from_secs(30));
-    if let Some(tls) = tls {
-        // `connect_ms` bounds the TLS handshake as well as the TCP connect.
-        connector = connector.rustls_0_23(tls).handshake_timeout(timeout);
-    }
+        .conn_keep_alive(h1::IDLE_TIMEOUT)
+        .rustls_0_23(tls)
+        .handshake_timeout(timeout);
     awc::Client::builder()
         .connector(connector)
         .disable_redirects()
@@ -213,6 +210,30 @@ pub struct Forwarded {
     pub response: HttpResponse,
 }
 
+/// The upstream's answer, from whichever client carried the request.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: AnswerBody,
+}
+
+enum AnswerBody {
+    H1(h1::RecvBody),
+    /// `https://` targets (awc).
+    Awc(Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>),
+}
+
+impl Stream for AnswerBody {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            AnswerBody::H1(body) => Pin::new(body).poll_next(cx),
+            AnswerBody::Awc(body) => body.as_mut().poll_next(cx),
+        }
+    }
+}
+
 /// Sends one attempt. The body is consumed only by the attempt that reaches the upstream; a
 /// connect failure leaves `body` in place for a retry.
 pub async fn forward(
@@ -225,19 +246,48 @@ pub async fn forward(
     let target = &route.targets()[ctx.target.expect("forward runs after balance")];
     let service = route.service();
     let timeouts = route.route().timeouts.unwrap_or(service.timeouts);
+    ctx.upstream_started = Some(Instant::now());
+    let answer = if target.scheme == "https" {
+        send_awc(ctx, req, body, upstreams, target, service, timeouts).await?
+    } else {
+        send_h1(ctx, req, body, upstreams, target, timeouts).await?
+    };
+    answer_client(ctx, req, answer, &target.authority).await
+}
 
-    let url = upstream_url(ctx, target, req);
-    let client = upstreams
-        .client(timeouts.connect_ms, target, service)
-        .map_err(|reason| ProxyError::BadGateway {
-            target: target.authority.clone(),
-            reason,
-        })?;
-    let mut up = client
-        .request(req.method().clone(), url.as_str())
-        .no_decompress()
-        .timeout(Duration::from_millis(timeouts.request_ms));
+/// The request body as it goes upstream: counted against the limit, framed as the client
+/// framed it. Taken from `body` only when there is one.
+fn upstream_body(
+    ctx: &RequestCtx,
+    req: &HttpRequest,
+    body: &mut Option<web::Payload>,
+) -> h1::SendBody<Limited> {
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut take = || {
+        let payload = body.take().expect("the body is sent once");
+        Limited::new(payload, req, ctx.body_limit)
+    };
+    match (length, chunked) {
+        (Some(len), _) if len > 0 => h1::SendBody::Sized(len, take()),
+        (_, true) => h1::SendBody::Chunked(take()),
+        // No body: no `content-length: 0` on a GET that had none.
+        _ => h1::SendBody::Empty,
+    }
+}
 
+/// Calls `put` with every header the upstream request carries besides `Host` and the body's
+/// framing: the client's, except hop-by-hop ones, its `Content-Length` (the body is framed
+/// again), `X-Forwarded-*`, `X-Request-Id` and credentials; then the gateway's own.
+fn upstream_headers(
+    ctx: &RequestCtx,
+    req: &HttpRequest,
+    mut put: impl FnMut(&HeaderName, &HeaderValue),
+) {
     let connection = connection_listed(req.headers());
     for (name, value) in req.headers() {
         if is_hop_by_hop(name, &connection)
@@ -249,43 +299,129 @@ pub async fn forward(
         {
             continue;
         }
-        up = up.append_header((name.clone(), value.clone()));
+        put(name, value);
     }
-    if let Some(consumer) = &ctx.consumer {
-        up = up.insert_header((X_CONSUMER, &**consumer));
+    // Consumer names are plain (letters, digits, `-_.`) and request ids come from a header
+    // value or are hex: both always make valid values.
+    if let Some(value) = (ctx.consumer.as_deref()).and_then(|c| HeaderValue::from_str(c).ok()) {
+        put(&X_CONSUMER, &value);
     }
-    up = up
-        .insert_header((X_FORWARDED_FOR, forwarded_for(req)))
-        .insert_header((
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(forwarded_proto(req)),
-        ))
-        .insert_header((X_REQUEST_ID, ctx.request_id.as_str()));
+    if let Ok(value) = HeaderValue::try_from(forwarded_for(req)) {
+        put(&X_FORWARDED_FOR, &value);
+    }
+    put(
+        &X_FORWARDED_PROTO,
+        &HeaderValue::from_static(forwarded_proto(req)),
+    );
+    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
+        put(&X_REQUEST_ID, &value);
+    }
     if let Some(host) = req.headers().get(header::HOST) {
-        up = up.insert_header((X_FORWARDED_HOST, host.clone()));
+        put(&X_FORWARDED_HOST, host);
     }
+}
 
-    let length = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
-    let target_name = target.authority.clone();
-    ctx.upstream_started = Some(Instant::now());
-    let sent = match (length, chunked) {
-        (Some(len), _) if len > 0 => {
-            let payload = body.take().expect("the body is sent once");
-            let payload = Limited::new(payload, req, ctx.body_limit);
-            up.send_body(SizedStream::new(len, payload)).await
-        }
-        (_, true) => {
-            let payload = body.take().expect("the body is sent once");
-            let payload = Limited::new(payload, req, ctx.body_limit);
-            up.send_body(BodyStream::new(payload)).await
-        }
-        // No body: no `content-length: 0` on a GET that had none.
-        _ => up.send_body(actix_web::body::None::new()).await,
+/// `http://` targets: the proxy's own client ([`h1`]).
+async fn send_h1(
+    ctx: &RequestCtx,
+    req: &HttpRequest,
+    body: &mut Option<web::Payload>,
+    upstreams: &Upstreams,
+    target: &TargetUrl,
+    timeouts: Timeouts,
+) -> Result<Answer, ProxyError> {
+    let query = ctx.upstream_query(req);
+    let parts = [
+        target.base_path.as_str(),
+        ctx.forward_path.as_str(),
+        if query.is_some() { "?" } else { "" },
+        query.unwrap_or(""),
+    ];
+    let mut head = h1::RequestHead::new(req.method().as_str(), &parts, &target.authority)
+        .map_err(ProxyError::BadRequest)?;
+    upstream_headers(ctx, req, |name, value| head.field(name, value.as_bytes()));
+    let upload = upstream_body(ctx, req, body);
+    let head = head.finish(&upload);
+    let method = req.method();
+    let may_resend = matches!(upload, h1::SendBody::Empty)
+        && matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+    let sent = tokio::time::timeout(
+        Duration::from_millis(timeouts.request_ms),
+        h1::send(
+            &upstreams.plain,
+            &target.authority,
+            &head,
+            upload,
+            *method == Method::HEAD,
+            may_resend,
+            Duration::from_millis(timeouts.connect_ms),
+        ),
+    )
+    .await;
+    let connect = |reason: String| ProxyError::Connect {
+        target: target.authority.clone(),
+        reason,
+    };
+    match sent {
+        Ok(Ok(r)) => Ok(Answer {
+            status: r.status,
+            headers: r.headers,
+            body: AnswerBody::H1(r.body),
+        }),
+        Err(_) => Err(ProxyError::Timeout {
+            target: target.authority.clone(),
+            ms: timeouts.request_ms,
+        }),
+        Ok(Err(e)) => Err(match e {
+            h1::Error::ConnectTimeout(_) | h1::Error::Broken(_) => connect(e.to_string()),
+            h1::Error::Connect(io) => connect(io.to_string()),
+            h1::Error::Body(BodyError::OverLimit { .. }) => ProxyError::BodyTooLarge {
+                limit: ctx.body_limit,
+            },
+            // The client went away mid-upload: its failure, never the upstream's.
+            h1::Error::Body(BodyError::Client(e)) => ProxyError::BadRequest(format!(
+                "the request body could not be read from the client: {e}"
+            )),
+            h1::Error::Invalid(_) => ProxyError::BadGateway {
+                target: target.authority.clone(),
+                reason: e.to_string(),
+            },
+        }),
+    }
+}
+
+/// `https://` targets: awc with rustls.
+async fn send_awc(
+    ctx: &RequestCtx,
+    req: &HttpRequest,
+    body: &mut Option<web::Payload>,
+    upstreams: &Upstreams,
+    target: &TargetUrl,
+    service: &Service,
+    timeouts: Timeouts,
+) -> Result<Answer, ProxyError> {
+    let url = upstream_url(ctx, target, req);
+    let target_name = &target.authority;
+    let client = upstreams
+        .client(timeouts.connect_ms, target, service)
+        .map_err(|reason| ProxyError::BadGateway {
+            target: target_name.clone(),
+            reason,
+        })?;
+    let mut up = client
+        .request(req.method().clone(), url.as_str())
+        .no_decompress()
+        .timeout(Duration::from_millis(timeouts.request_ms));
+    upstream_headers(ctx, req, |name, value| {
+        up.headers_mut().append(name.clone(), value.clone());
+    });
+    let sent = match upstream_body(ctx, req, body) {
+        h1::SendBody::Sized(len, payload) => up.send_body(SizedStream::new(len, payload)).await,
+        h1::SendBody::Chunked(payload) => up.send_body(BodyStream::new(payload)).await,
+        h1::SendBody::Empty => up.send_body(actix_web::body::None::new()).await,
     };
     let resp = sent.map_err(|e| match e {
         SendRequestError::Connect(ConnectError::Timeout) => ProxyError::Connect {
@@ -322,61 +458,91 @@ pub async fn forward(
             reason: other.to_string(),
         },
     })?;
+    Ok(Answer {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        body: AnswerBody::Awc(Box::pin(resp)),
+    })
+}
 
-    let mut out = HttpResponse::build(resp.status());
-    let connection = connection_listed(resp.headers());
-    for (name, value) in resp.headers() {
-        if is_hop_by_hop(name, &connection) || name == header::CONTENT_LENGTH {
-            continue;
-        }
-        out.append_header((name.clone(), value.clone()));
-    }
-    if !resp.headers().contains_key(X_REQUEST_ID) {
-        out.insert_header((
-            X_REQUEST_ID,
-            HeaderValue::from_str(&ctx.request_id).unwrap_or(HeaderValue::from_static("")),
-        ));
-    }
-    let resp_len = resp
-        .headers()
+/// Drops the answer's hop-by-hop headers (and any it names in `Connection`) and its
+/// `Content-Length`, which actix writes again from the body it sends.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = if connection_listed(headers).0.is_some() {
+        connection_tokens(headers)
+            .map(str::to_ascii_lowercase)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    headers.retain(|name, _| {
+        let name = name.as_str();
+        !(HOP_BY_HOP.contains(&name)
+            || name == "content-length"
+            || listed.iter().any(|l| l == name))
+    });
+}
+
+/// Turns the upstream's answer into the client's: its headers (hop-by-hop ones dropped, an
+/// `X-Request-Id` added), its body whole when small or streamed.
+async fn answer_client(
+    ctx: &mut RequestCtx,
+    req: &HttpRequest,
+    answer: Answer,
+    target: &str,
+) -> Result<Forwarded, ProxyError> {
+    let Answer {
+        status,
+        mut headers,
+        body,
+    } = answer;
+    let resp_len = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    ctx.status = resp.status().as_u16();
+    ctx.status = status.as_u16();
     // A miss on a cached route whose answer may be stored reads bodies up to the cache's entry
     // size whole, so that `cache fill` can keep them; 0 everywhere else.
-    let whole = SMALL_BODY.max(super::cache::body_limit(ctx, resp.status(), resp.headers()));
+    let whole = SMALL_BODY.max(super::cache::body_limit(ctx, status, &headers));
+    strip_hop_by_hop(&mut headers);
+    if !headers.contains_key(X_REQUEST_ID) {
+        if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+            headers.insert(X_REQUEST_ID, id);
+        }
+    }
     let unreadable = |e: &dyn std::fmt::Display| ProxyError::BadGateway {
-        target: target_name.clone(),
+        target: target.to_string(),
         reason: format!("reading the response body: {e}"),
     };
-    let response = match resp_len {
-        _ if req.method() == actix_web::http::Method::HEAD => out.finish(),
+    let out = || HttpResponse::build(status);
+    let mut response = match resp_len {
+        _ if req.method() == actix_web::http::Method::HEAD => out().finish(),
         // A small body of known size arrives with (or right after) the head: take it whole, so
         // head and body leave in one write without streaming machinery.
         Some(len) if len <= whole => {
-            match super::cache::read_up_to(resp, whole as usize)
+            match super::cache::read_up_to(body, whole as usize)
                 .await
                 .map_err(|e| unreadable(&e))?
             {
-                super::cache::UpTo::Whole(bytes) => out.body(bytes),
+                super::cache::UpTo::Whole(bytes) => out().body(bytes),
                 super::cache::UpTo::Over(..) => return Err(unreadable(&PayloadError::Overflow)),
             }
         }
-        Some(len) => out.body(SizedStream::new(len, resp)),
+        Some(len) => out().body(SizedStream::new(len, body)),
         None if whole > SMALL_BODY => {
-            match super::cache::read_up_to(resp, whole as usize)
+            match super::cache::read_up_to(body, whole as usize)
                 .await
                 .map_err(|e| unreadable(&e))?
             {
-                super::cache::UpTo::Whole(bytes) => out.body(bytes),
+                super::cache::UpTo::Whole(bytes) => out().body(bytes),
                 super::cache::UpTo::Over(read, rest) => {
-                    out.body(super::cache::prefixed(read, rest))
+                    out().body(super::cache::prefixed(read, rest))
                 }
             }
         }
-        None => out.body(BodyStream::new(resp)),
+        None => out().body(BodyStream::new(body)),
     };
+    *response.headers_mut() = headers;
     Ok(Forwarded { response })
 }
 

@@ -20,6 +20,7 @@ mod ctx;
 mod edge;
 mod error;
 mod forward;
+mod h1;
 mod head;
 mod limit;
 mod log;
