@@ -148,11 +148,15 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
     }
     let limiter = actors::limiter::start(node.clone());
     let rate_limiter = actors::ratelimit::start(node.clone(), router.table.clone());
+    // False from the start of a graceful stop: `/readyz` answers 503 and the proxy closes each
+    // kept-alive connection after its next answer.
+    let accepting = Arc::new(AtomicBool::new(true));
     let proxy = proxy::server(
         &config,
         listeners.proxy,
         tls,
         proxy::ProxyShared {
+            accepting: accepting.clone(),
             table: router.table.clone(),
             auth: auth.index.clone(),
             limiter: limiter.clone(),
@@ -162,7 +166,6 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Gateway, RunE
             telemetry: telemetry.clone(),
         },
     )?;
-    let accepting = Arc::new(AtomicBool::new(true));
     let admin_state = web::Data::new(admin::AdminState {
         node: node.clone(),
         router: router.clone(),
@@ -232,23 +235,30 @@ pub async fn run(
 
 impl Gateway {
     /// Graceful (SIGTERM, SIGINT): `/readyz` turns 503; the proxy listeners close while
-    /// in-flight requests and open WebSockets finish, for `limits.drain_timeout_ms` at most;
-    /// unspent quota leases go back to the cluster; the admin API stops; a leader hands its
-    /// leadership to a caught-up voter; then Raft stops.
+    /// in-flight requests and open WebSockets finish, for `limits.drain_timeout_ms` at most,
+    /// and meanwhile a leader hands its leadership to a caught-up voter; unspent quota leases
+    /// go back to the cluster; the admin API stops; then Raft stops.
     pub async fn stop(self) {
         let started = std::time::Instant::now();
         self.accepting.store(false, Ordering::Release);
-        // actix stops accepting at once, closes idle keep-alive connections, lets busy ones
-        // finish their request, and drops what is left after its own (whole-second) timeout.
-        if tokio::time::timeout(self.drain, self.proxy.stop(true))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                drain_timeout_ms = self.drain.as_millis() as u64,
-                "in-flight requests did not finish within the drain timeout; dropping them"
-            );
-        }
+        // actix stops accepting at once; every answer from now on closes its connection
+        // (`Connection: close`), idle keep-alive connections close after
+        // `limits.drain_grace_ms`, busy ones after their request; what is left is dropped after
+        // actix's own (whole-second) timeout.
+        // Meanwhile a leader hands its leadership over: the drain lasts at least the grace when
+        // clients hold idle connections, and the cluster should not wait for it.
+        let drain = async {
+            if tokio::time::timeout(self.drain, self.proxy.stop(true))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    drain_timeout_ms = self.drain.as_millis() as u64,
+                    "in-flight requests did not finish within the drain timeout; dropping them"
+                );
+            }
+        };
+        tokio::join!(drain, self.node.step_down());
         let drained_ms = started.elapsed().as_millis() as u64;
         // No request is admitted any more: give unspent quota grants back to the cluster.
         self.limiter.release_all().await;

@@ -72,6 +72,9 @@ struct Inner {
     snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
     /// When a leader was last heard from (see `outbid.rs`).
     contact: outbid::LeaderContact,
+    /// Set while this leader hands its leadership over (`handover.rs`): it appends nothing
+    /// more, so that its successor's log can match its own.
+    handing_over: std::sync::atomic::AtomicBool,
 }
 
 /// `GET /cluster`.
@@ -141,6 +144,7 @@ impl ClusterNode {
                 usage: std::sync::OnceLock::new(),
                 snapshots_installed,
                 contact: outbid::LeaderContact::default(),
+                handing_over: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         if replay_to.is_some() {
@@ -355,7 +359,11 @@ impl ClusterNode {
             Ok(Err(_)) => return Err(self.stopped()),
             Err(_) => return Err(no_leader()),
         }
-        if self.leader() != Some(self.id()) {
+        // A leader handing over takes no more writes: they wait (`on_leader`) for its successor
+        // and go there, or come back here if the hand-over fails.
+        if self.leader() != Some(self.id())
+            || (self.inner.handing_over).load(std::sync::atomic::Ordering::Acquire)
+        {
             return Err(WriteError::NotLeader {
                 leader: self.leader(),
             });
@@ -477,6 +485,14 @@ impl ClusterNode {
 
     /// Graceful: when this node leads, hands leadership to a caught-up voter first (see
     /// `node/handover.rs`), then [`ClusterNode::shutdown`].
+    /// The first step of a graceful stop, taken while the proxy drains: the node stops
+    /// campaigning and, when it leads, hands leadership over at once (the drain may last
+    /// seconds). It still follows, and still forwards writes, until [`Self::shutdown_gracefully`].
+    pub async fn step_down(&self) {
+        self.inner.contact.leaving();
+        self.hand_over().await;
+    }
+
     pub async fn shutdown_gracefully(&self) {
         self.inner.contact.leaving();
         self.hand_over().await;

@@ -98,6 +98,7 @@ fn full_file_parses_with_its_values() {
             max_body_bytes: 2048,
             header_timeout_ms: 3000,
             drain_timeout_ms: 10_000,
+            drain_grace_ms: 1_000,
         }
     );
 }
@@ -591,4 +592,17 @@ fn the_drain_timeout_defaults_to_ten_seconds_and_must_be_positive() {
         .collect();
     let c = from_str(FULL, Path::new("x.toml"), &env).unwrap();
     assert_eq!(c.limits.drain_timeout_ms, 1500);
+}
+
+#[test]
+fn the_drain_grace_defaults_to_a_second_and_never_outlasts_the_drain() {
+    let c = parse("node_id = 7\ndata_dir = \"/d\"\n").unwrap();
+    assert_eq!(c.limits.drain_grace(), std::time::Duration::from_secs(1));
+    let c = parse("node_id = 7\ndata_dir = \"/d\"\n[limits]\ndrain_timeout_ms = 400\n").unwrap();
+    assert_eq!(
+        c.limits.drain_grace(),
+        std::time::Duration::from_millis(400)
+    );
+    let c = parse("node_id = 7\ndata_dir = \"/d\"\n[limits]\ndrain_grace_ms = 0\n").unwrap();
+    assert_eq!(c.limits.drain_grace(), std::time::Duration::ZERO);
 }

@@ -24,6 +24,7 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_DRAIN_GRACE_MS: u64 = 1_000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
 
@@ -86,6 +87,7 @@ pub struct FileLimits {
     pub max_body_bytes: u64,
     pub header_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    pub drain_grace_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +143,7 @@ impl Default for FileLimits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+            drain_grace_ms: DEFAULT_DRAIN_GRACE_MS,
         }
     }
 }
@@ -467,6 +470,7 @@ impl FileConfig {
         ov.set("limits.max_body_bytes", &mut limits.max_body_bytes)?;
         ov.set("limits.header_timeout_ms", &mut limits.header_timeout_ms)?;
         ov.set("limits.drain_timeout_ms", &mut limits.drain_timeout_ms)?;
+        ov.set("limits.drain_grace_ms", &mut limits.drain_grace_ms)?;
 
         let cache = &mut self.cache;
         ov.set("cache.max_bytes", &mut cache.max_bytes)?;

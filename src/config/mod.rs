@@ -102,6 +102,10 @@ pub struct Limits {
     /// On a graceful stop (SIGTERM, SIGINT), how long in-flight requests and open WebSockets
     /// have to finish before their connections are dropped.
     pub drain_timeout_ms: u64,
+    /// On a graceful stop, how long idle keep-alive connections stay open, so that a request
+    /// sent on one is answered (with `Connection: close`) rather than reset; at most the drain
+    /// timeout. 0 closes them at once.
+    pub drain_grace_ms: u64,
 }
 
 /// `[cache]`: the response cache's memory bound.
@@ -215,6 +219,7 @@ impl Default for Limits {
             max_body_bytes: file::DEFAULT_MAX_BODY_BYTES,
             header_timeout_ms: file::DEFAULT_HEADER_TIMEOUT_MS,
             drain_timeout_ms: file::DEFAULT_DRAIN_TIMEOUT_MS,
+            drain_grace_ms: file::DEFAULT_DRAIN_GRACE_MS,
         }
     }
 }
@@ -226,6 +231,11 @@ impl Limits {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// `drain_grace_ms`, bounded by the drain timeout.
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms.min(self.drain_timeout_ms))
     }
 }
 
@@ -364,6 +374,7 @@ fn validate(raw: FileConfig, origin: &file::Origin) -> Result<Config, ConfigErro
         max_body_bytes: positive(l.max_body_bytes, "limits.max_body_bytes", origin)?,
         header_timeout_ms: positive(l.header_timeout_ms, "limits.header_timeout_ms", origin)?,
         drain_timeout_ms: positive(l.drain_timeout_ms, "limits.drain_timeout_ms", origin)?,
+        drain_grace_ms: l.drain_grace_ms,
     };
     at_most(
         limits.max_headers,

@@ -62,6 +62,7 @@ where
     B: MessageBody + 'static,
 {
     let header_timeout = config.limits.header_timeout();
+    let grace = config.limits.drain_grace();
     let limits = config.limits.clone();
     let builder = Server::build();
     let shutdown = builder.graceful_shutdown_signal();
@@ -75,11 +76,17 @@ where
                 .into_factory()
                 .map_err(|e| e.into().error_response());
             let http = HttpService::build()
-                // As HttpServer does (the builder method is doc-hidden): on a graceful stop,
-                // idle keep-alive connections close and busy ones close after their request.
+                // As HttpServer does (the builder method is doc-hidden), but a grace later: on
+                // a graceful stop every answer closes its connection at once (`handle`), and
+                // only after `limits.drain_grace_ms` do idle keep-alive connections close (busy ones
+                // after their request). A client sending on an idle connection just as it
+                // closes would meet a reset; within the grace it gets an answer instead.
                 .graceful_shutdown_signal(move || {
                     let shutdown = shutdown.clone();
-                    async move { shutdown.notified().await }
+                    async move {
+                        shutdown.notified().await;
+                        tokio::time::sleep(grace).await;
+                    }
                 })
                 .keep_alive(KeepAlive::default())
                 .client_request_timeout(header_timeout)

@@ -179,6 +179,7 @@ mod tests {
             max_body_bytes: 10,
             header_timeout_ms: 1000,
             drain_timeout_ms: 10_000,
+            drain_grace_ms: 1_000,
         }
     }
 

@@ -30,9 +30,10 @@ mod tls_io;
 mod websocket;
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::http::Method;
+use actix_web::http::{ConnectionType, Method};
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
 use raftgate_cluster::spec::AuthMode;
@@ -52,6 +53,8 @@ use crate::telemetry::Telemetry;
 
 /// What every proxy worker shares: the snapshots and handles of the node's actors.
 pub struct ProxyShared {
+    /// False once a graceful stop has begun: every answer then closes its connection.
+    pub accepting: Arc<AtomicBool>,
     pub table: Arc<ArcSwap<RouteTable>>,
     pub auth: Arc<ArcSwap<AuthIndex>>,
     pub limiter: LimiterHandle,
@@ -100,6 +103,16 @@ async fn handle(
             e.response(&ctx.request_id)
         }
     };
+    // Draining: the client learns from this answer that the connection ends here, and sends
+    // its next request elsewhere, rather than on a connection about to be closed (Envoy's
+    // drain). An upgraded (WebSocket) connection is left as it is.
+    if !shared.accepting.load(Ordering::Relaxed)
+        && response.head().connection_type() != ConnectionType::Upgrade
+    {
+        response
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
     limit::headers(&ctx, response.headers_mut());
     cache::mark(&ctx, &mut response);
     log::log(&ctx, &req, &response, &shared.telemetry);

@@ -145,3 +145,74 @@ async fn an_open_websocket_keeps_working_during_the_drain_and_is_closed_at_its_e
     assert!(end.is_ok(), "the WebSocket outlived the drain");
     up.stop().await;
 }
+
+/// Reads one answer (head and a `Content-Length` body) from a kept-alive connection.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("a length"));
+            if buf.len() >= end + 4 + length {
+                return head;
+            }
+        }
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n > 0, "the connection closed before an answer: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Envoy's drain: once a graceful stop begins, a request that arrives on a kept-alive
+/// connection is answered, with `Connection: close`, rather than meeting a closed socket.
+#[actix_rt::test]
+async fn a_draining_node_answers_on_kept_alive_connections_and_closes_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A grace far longer than the test needs between the stop and its request, so that a
+    // loaded machine cannot make it run out first.
+    let mut c = Cluster::bootstrap_with(1, |c| c.limits.drain_grace_ms = 5_000).await;
+    let up = Upstream::start("a");
+    c.route_to(0, "r", "/r", up.addr).await;
+    eventually("the route served", || async {
+        (c.get(0, "/r").await.status == 200).then_some(())
+    })
+    .await;
+    let addr = c.nodes[0].config.listen.proxy;
+    let request = b"GET /r HTTP/1.1\r\nhost: drain.test\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let first = read_answer(&mut s).await;
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+    assert!(!first.contains("connection: close"), "{first}");
+
+    let gateway = c.nodes[0].gateway.take().unwrap();
+    let stopping = actix_rt::spawn(gateway.stop());
+    eventually("/readyz 503 while draining", || async {
+        (c.admin_raw(0, "GET", "/readyz", "", None).await.status == 503).then_some(())
+    })
+    .await;
+    // The connection was idle when the stop began; it is still served, and told to close.
+    s.write_all(request).await.unwrap();
+    let second = read_answer(&mut s).await;
+    assert!(second.starts_with("http/1.1 200"), "{second}");
+    assert!(second.contains("connection: close"), "{second}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the node closes the connection after that answer: {read:?} {rest:?}"
+    );
+    tokio::time::timeout(DEADLINE, stopping)
+        .await
+        .expect("the stop ends")
+        .unwrap();
+    up.stop().await;
+}

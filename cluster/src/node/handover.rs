@@ -12,7 +12,11 @@
 //! so a new leader is in place within a round trip; with 5, the successor also needs a vote
 //! from a follower whose lease has expired, and it keeps campaigning until it gets one — still
 //! sooner than an election timeout. Only then does the old leader stop Raft.
+//!
+//! Meanwhile the old leader appends nothing: writes that reach it wait for the successor and
+//! are forwarded there (or, if the hand-over fails, are written here once it has given up).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::ClusterNode;
@@ -30,6 +34,15 @@ impl ClusterNode {
         if self.leader() != Some(me) {
             return;
         }
+        // New writes wait meanwhile: a successor whose log is shorter than ours would be
+        // refused our vote, and under a steady stream of writes it would never catch up.
+        self.inner.handing_over.store(true, Ordering::Release);
+        self.hand_over_paused().await;
+        self.inner.handing_over.store(false, Ordering::Release);
+    }
+
+    async fn hand_over_paused(&self) {
+        let me = self.id();
         let config = self.raft().config().clone();
         let Some(successor) = self.pick_successor().await else {
             return;
