@@ -183,7 +183,7 @@ async fn get(
 #[actix_rt::test]
 async fn a_kept_alive_connection_carries_the_next_request() {
     let (addr, mut heads) = upstream(vec![
-        Some("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        Some("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nx-empty:\r\ncontent-length: 2\r\n\r\nok"),
         Some("HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
         None,
         Some("HTTP/1.1 200 OK\r\n\r\nuntil close"),
@@ -266,4 +266,36 @@ async fn a_request_the_upstream_drops_unanswered_is_broken_not_invalid() {
         Err(Error::Connect(_))
     ));
     let _ = TcpStream::connect(&addr).await;
+}
+
+#[actix_rt::test]
+async fn header_values_keep_their_order_and_may_be_empty() {
+    let (addr, _heads) = upstream(vec![Some(
+        "HTTP/1.1 200 OK\r\nx-empty:\r\nx-a: 1\r\nX-A: 2\r\ncontent-length: 0\r\n\r\n",
+    )])
+    .await;
+    let pool = Rc::new(Pool::default());
+    let head = RequestHead::new("GET", &["/"], &addr)
+        .unwrap()
+        .finish::<NoBody>(&SendBody::Empty);
+    let resp = send::<NoBody>(
+        &pool,
+        &addr,
+        &head,
+        SendBody::Empty,
+        false,
+        false,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.headers.get("x-empty").unwrap(), "");
+    let a: Vec<_> = resp
+        .headers
+        .get_all("x-a")
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(a, ["1", "2"]);
+    // A body-less answer frees its connection at once.
+    assert_eq!(pool.idle(&addr), 1);
 }

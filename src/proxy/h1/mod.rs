@@ -293,7 +293,11 @@ fn parse_head(conn: &mut Conn, head_request: bool) -> Result<Option<Head>, Error
         for field in res.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| Error::Invalid(format!("header name {:?}", field.name)))?;
-            let start = field.value.as_ptr() as usize - base;
+            // An empty value may not point into the buffer: it is empty wherever it points.
+            let start = match field.value {
+                [] => 0,
+                value => value.as_ptr() as usize - base,
+            };
             named.push((name, start, start + field.value.len()));
         }
         let bytes = conn.buf.split_to(used).freeze();
