@@ -1,5 +1,6 @@
-//! Phase `forward`: send the request to the chosen target with awc, streaming the body both
-//! ways, and turn the upstream's answer into the client's.
+//! Phase `forward`: send the request to the chosen target — `http://` targets with the
+//! proxy's own client ([`h1`]), `https://` ones with awc —, streaming the body both ways, and
+//! turn the upstream's answer into the client's.
 
 use std::cell::RefCell;
 use std::pin::Pin;
