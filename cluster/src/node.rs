@@ -150,6 +150,7 @@ impl ClusterNode {
         if replay_to.is_some() {
             node.hold_fire_after_restart();
         }
+        node.watch_elections();
         tokio::spawn(rpc::serve(
             listener,
             cfg.secret.clone(),
