@@ -565,7 +565,12 @@ impl rpc::Handler for ClusterNode {
                 RpcResponse::Vote(resp)
             }
             RpcRequest::InstallSnapshot(r) => {
-                RpcResponse::InstallSnapshot(raft.install_snapshot(r).await)
+                let vote = r.vote;
+                let resp = raft.install_snapshot(r).await;
+                if let Ok(ok) = &resp {
+                    self.inner.contact.installed(&vote, &ok.vote);
+                }
+                RpcResponse::InstallSnapshot(resp)
             }
             RpcRequest::Write(cmd) => {
                 let deadline = Instant::now() + REQUEST_TIMEOUT;

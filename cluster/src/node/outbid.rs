@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::raft::{AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::Vote;
 
 use super::ClusterNode;
 use crate::types::NodeId;
@@ -50,9 +51,21 @@ impl LeaderContact {
     /// Records an AppendEntries answer: any but `HigherVote` means the sender is our leader.
     pub(super) fn appended(&self, resp: &AppendEntriesResponse<NodeId>) {
         if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-            let ms = self.epoch.elapsed().as_millis() as u64;
-            self.heard_ms.store(ms.max(1), Ordering::Relaxed);
+            self.heard();
         }
+    }
+
+    /// Records a snapshot chunk accepted from a leader: a follower far behind may hear nothing
+    /// else from it for as long as the transfer takes.
+    pub(super) fn installed(&self, req: &Vote<NodeId>, resp: &Vote<NodeId>) {
+        if req == resp {
+            self.heard();
+        }
+    }
+
+    fn heard(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.heard_ms.store(ms.max(1), Ordering::Relaxed);
     }
 
     pub(super) fn leaving(&self) {

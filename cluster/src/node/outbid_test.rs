@@ -64,3 +64,13 @@ fn an_append_refused_for_a_higher_vote_is_not_a_leader_heard() {
     c.appended(&AppendEntriesResponse::HigherVote(Vote::new(9, 2)));
     assert_eq!(c.heard_ms.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_snapshot_chunk_accepted_from_a_leader_counts_as_heard() {
+    let c = LeaderContact::default();
+    // Refused: the follower holds a higher vote than the sender's.
+    c.installed(&Vote::new(3, 1), &Vote::new(4, 2));
+    assert_eq!(c.heard_ms.load(std::sync::atomic::Ordering::Relaxed), 0);
+    c.installed(&Vote::new(4, 2), &Vote::new(4, 2));
+    assert_ne!(c.heard_ms.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
