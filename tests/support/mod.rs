@@ -414,6 +414,8 @@ pub struct Upstream {
     pub received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Requests the mock answered with a 2xx: their whole body arrived.
     pub completed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The path of every request head that reached the mock, in order.
+    paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -440,6 +442,8 @@ impl Upstream {
         let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let completed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (seen, done) = (received.clone(), completed.clone());
+        let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen_paths = paths.clone();
         let ws = std::sync::Arc::new(WsLog::default());
         let ws_data = web::Data::from(ws.clone());
         let server = HttpServer::new(move || {
@@ -448,8 +452,10 @@ impl Upstream {
                 .app_data(counter.clone())
                 .wrap_fn({
                     let (seen, done) = (seen.clone(), done.clone());
+                    let seen_paths = seen_paths.clone();
                     move |req, srv| {
                         use std::sync::atomic::Ordering;
+                        seen_paths.lock().unwrap().push(req.path().to_string());
                         seen.fetch_add(1, Ordering::SeqCst);
                         let call = actix_web::dev::Service::call(srv, req);
                         let done = done.clone();
@@ -491,6 +497,7 @@ impl Upstream {
             slow_inflight,
             received,
             completed,
+            paths,
             handle,
         }
     }
@@ -498,6 +505,16 @@ impl Upstream {
     /// Request heads that reached the mock so far.
     pub fn received(&self) -> usize {
         self.received.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Request heads for `path` that reached the mock so far.
+    pub fn saw(&self, path: &str) -> usize {
+        self.paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
     }
 
     /// Requests the mock answered with a 2xx so far.

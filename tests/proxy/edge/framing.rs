@@ -340,6 +340,11 @@ async fn a_malformed_chunked_body_ends_the_request_and_the_connection() {
     assert_eq!(up.completed(), 0);
     assert!(up.received() <= 1);
     still_serves(addr, &up).await;
+    assert_eq!(
+        up.saw("/next"),
+        0,
+        "the request after the break was forwarded"
+    );
     up.stop().await;
     c.shutdown().await;
 }
