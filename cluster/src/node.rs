@@ -484,19 +484,10 @@ impl ClusterNode {
         self.inner.network.set_isolated(isolated);
     }
 
-    /// Graceful: when this node leads, hands leadership to a caught-up voter first (see
-    /// `node/handover.rs`), then [`ClusterNode::shutdown`].
-    /// The first step of a graceful stop, taken while the proxy drains: the node stops
-    /// campaigning and, when it leads, hands leadership over at once (the drain may last
-    /// seconds). It still follows, and still forwards writes, until [`Self::shutdown_gracefully`].
-    pub async fn step_down(&self) {
-        self.inner.contact.leaving();
-        self.hand_over().await;
-    }
-
+    /// Graceful: [`ClusterNode::step_down`] (`node/handover.rs`), then
+    /// [`ClusterNode::shutdown`].
     pub async fn shutdown_gracefully(&self) {
-        self.inner.contact.leaving();
-        self.hand_over().await;
+        self.step_down().await;
         self.shutdown().await;
     }
 

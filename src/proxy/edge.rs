@@ -82,14 +82,19 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         return bad("both Content-Length and Transfer-Encoding");
     }
-    let digits = value.as_bytes();
+    match decimal_length(value.as_bytes()) {
+        Some(length) => Ok(Some(length)),
+        None => bad("invalid Content-Length"),
+    }
+}
+
+/// A Content-Length value: 1 to 19 digits and nothing else (no sign, no spaces, no list).
+pub(super) fn decimal_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return bad("invalid Content-Length");
+        return None;
     }
     // At most 19 digits: always fits in a u64.
-    Ok(Some(
-        digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')),
-    ))
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Why the body sent upstream ended early.

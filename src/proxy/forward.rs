@@ -133,11 +133,7 @@ impl ConnectionListed<'_> {
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    h1::list_tokens(headers, header::CONNECTION)
 }
 
 /// Header names listed in `Connection`, which are hop-by-hop too.

@@ -27,6 +27,15 @@ use crate::types::NodeId;
 const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 impl ClusterNode {
+    /// The first step of a graceful stop, taken while the proxy drains: the node stops
+    /// campaigning and, when it leads, hands leadership over at once (the drain may last
+    /// seconds). It still follows, and still forwards writes, until
+    /// [`ClusterNode::shutdown_gracefully`].
+    pub async fn step_down(&self) {
+        self.inner.contact.leaving();
+        self.hand_over().await;
+    }
+
     /// When this node leads: hands leadership to a caught-up voter and waits (bounded) until
     /// it has stepped down. Does nothing on a follower or a single-voter cluster.
     pub(super) async fn hand_over(&self) {

@@ -186,9 +186,9 @@ impl ClusterNode {
                     || heard == answered
                     || contact.leaving.load(Ordering::Relaxed)
                     || contact.outbidding.load(Ordering::Relaxed)
+                    || contact.epoch.elapsed() < Duration::from_millis(heard) + wait
                     || node.leader() == Some(node.id())
                     || !node.membership().voter_ids().any(|v| v == node.id())
-                    || contact.epoch.elapsed() < Duration::from_millis(heard) + wait
                 {
                     continue;
                 }

@@ -31,7 +31,7 @@ use body::{Chunked, Framing, READ_SIZE};
 use pool::Conn;
 pub use pool::{Pool, IDLE_TIMEOUT};
 
-use super::edge::BodyError;
+use super::edge::{decimal_length, BodyError};
 
 /// Longest response head read; the answer is a 502 past it.
 const MAX_HEAD: usize = 64 * 1024;
@@ -324,21 +324,13 @@ fn framing(
     head_request: bool,
     http11: bool,
 ) -> Result<(Framing, bool), Error> {
-    let close = headers
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    let close = list_tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"));
     let keep_alive = http11 && !close;
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Length(0), keep_alive));
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+        let last = list_tokens(headers, header::TRANSFER_ENCODING)
             .filter(|t| !t.is_empty())
             .last();
         return Ok(match last {
@@ -352,13 +344,8 @@ fn framing(
     }
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        let digits = value.as_bytes();
-        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(Error::Invalid("invalid Content-Length".into()));
-        }
-        let n = digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        let n = decimal_length(value.as_bytes())
+            .ok_or_else(|| Error::Invalid("invalid Content-Length".into()))?;
         if length.is_some_and(|l| l != n) {
             return Err(Error::Invalid("conflicting Content-Length values".into()));
         }
@@ -368,4 +355,14 @@ fn framing(
         Some(n) => (Framing::Length(n), keep_alive),
         None => (Framing::Close, false),
     })
+}
+
+/// The comma-separated tokens of every `name` field (`Connection`, `Transfer-Encoding`),
+/// trimmed; read in place.
+pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
